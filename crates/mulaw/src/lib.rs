@@ -1,0 +1,1 @@
+//! mulaw (skeleton)
