@@ -1,0 +1,405 @@
+//! A streaming Ogg Opus writer (RFC 3533 pages, RFC 7845 Opus mapping) and a stereo call
+//! recorder built on it.
+//!
+//! Pages are written to the sink as they fill (about one second of audio each), so a long
+//! call is never held in memory. The output plays in browsers and passes `opusinfo`.
+
+use std::io::Write;
+
+use crate::opus::OpusFrameEncoder;
+use crate::{Error, FRAME_BYTES, SAMPLE_RATE_HZ};
+
+/// Granule positions of Ogg Opus always count 48 kHz samples, whatever the input rate.
+const GRANULE_RATE_HZ: u64 = 48_000;
+const GRANULE_PER_FRAME: u64 = GRANULE_RATE_HZ * crate::FRAME_MS as u64 / 1000;
+/// Audio pages are flushed after this many 20 ms packets (one second).
+const PACKETS_PER_PAGE: usize = 50;
+/// An Ogg page has at most 255 lacing values.
+const MAX_SEGMENTS_PER_PAGE: usize = 255;
+/// Lacing values one packet can need: libopus packets are at most 4000 bytes, 4000 / 255 + 1.
+const MAX_LACING_PER_PACKET: usize = 16;
+/// Fixed stream serial number ("crmd"): files hold a single logical stream, and a fixed value
+/// keeps the writer deterministic (no randomness in this crate).
+const STREAM_SERIAL: u32 = 0x6372_6d64;
+const VENDOR: &str = concat!("crmd mulaw ", env!("CARGO_PKG_VERSION"), " (libopus)");
+
+const HEADER_BEGIN_OF_STREAM: u8 = 0x02;
+const HEADER_END_OF_STREAM: u8 = 0x04;
+
+/// CRC-32 as Ogg defines it: polynomial 0x04C11DB7, no reflection, initial value 0, no final
+/// XOR.
+static OGG_CRC_TABLE: [u32; 256] = {
+    let mut table = [0_u32; 256];
+    let mut index = 0;
+    while index < 256 {
+        let mut crc = (index as u32) << 24;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+            bit += 1;
+        }
+        table[index] = crc;
+        index += 1;
+    }
+    table
+};
+
+/// The Ogg page checksum of `page` (computed with its CRC field zeroed).
+#[must_use]
+pub fn ogg_crc32(page: &[u8]) -> u32 {
+    page.iter().fold(0_u32, |crc, &byte| {
+        (crc << 8) ^ OGG_CRC_TABLE[((crc >> 24) as u8 ^ byte) as usize]
+    })
+}
+
+/// Writes 20 ms frames of interleaved PCM as an Ogg Opus stream to `W`.
+///
+/// [`OggOpusWriter::new`] writes the `OpusHead` and `OpusTags` pages immediately; each
+/// [`OggOpusWriter::write_frame`] encodes one packet and writes a page whenever one fills;
+/// [`OggOpusWriter::finish`] pads the encoder delay, writes the last page with the
+/// end-of-stream flag and an end-trimmed granule position, flushes and returns the sink.
+/// Dropping the writer without `finish` leaves a file without its last second and EOS page.
+pub struct OggOpusWriter<W: Write> {
+    sink: W,
+    encoder: OpusFrameEncoder,
+    channels: u16,
+    pre_skip: u64,
+    page_sequence: u32,
+    /// Granule position after the last packet added (48 kHz samples incl. pre-skip).
+    granule_position: u64,
+    input_frames: u64,
+    page_lacing: Vec<u8>,
+    page_body: Vec<u8>,
+    page_packets: usize,
+    page_bytes: Vec<u8>,
+}
+
+impl<W: Write> std::fmt::Debug for OggOpusWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OggOpusWriter")
+            .field("encoder", &self.encoder)
+            .field("pre_skip", &self.pre_skip)
+            .field("page_sequence", &self.page_sequence)
+            .field("granule_position", &self.granule_position)
+            .field("input_frames", &self.input_frames)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> OggOpusWriter<W> {
+    /// Starts a stream for `channels` (1 or 2) channels of PCM at `input_rate_hz`
+    /// (8/16/24/48 kHz) and writes the two header pages to `sink`.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOpusConfig`], [`Error::Opus`], or [`Error::Io`] from the sink.
+    pub fn new(sink: W, channels: u16, input_rate_hz: u32) -> Result<Self, Error> {
+        let encoder = OpusFrameEncoder::new(input_rate_hz, channels)?;
+        let pre_skip =
+            u64::from(encoder.lookahead_samples()?) * GRANULE_RATE_HZ / u64::from(input_rate_hz);
+        let mut writer = Self {
+            sink,
+            encoder,
+            channels,
+            pre_skip,
+            page_sequence: 0,
+            granule_position: 0,
+            input_frames: 0,
+            page_lacing: Vec::with_capacity(MAX_SEGMENTS_PER_PAGE),
+            page_body: Vec::new(),
+            page_packets: 0,
+            page_bytes: Vec::new(),
+        };
+        let head = writer.opus_head(input_rate_hz);
+        writer.add_packet(&head);
+        writer.write_page(HEADER_BEGIN_OF_STREAM, 0)?;
+        let tags = opus_tags();
+        writer.add_packet(&tags);
+        writer.write_page(0, 0)?;
+        Ok(writer)
+    }
+
+    /// Interleaved samples one [`OggOpusWriter::write_frame`] call takes.
+    #[must_use]
+    pub fn frame_samples(&self) -> usize {
+        self.encoder.frame_samples()
+    }
+
+    /// Audio written so far, in milliseconds.
+    #[must_use]
+    pub fn duration_ms(&self) -> u64 {
+        self.input_frames * u64::from(crate::FRAME_MS)
+    }
+
+    /// Encodes one 20 ms frame of interleaved PCM into the stream.
+    ///
+    /// # Errors
+    /// [`Error::OpusFrameLength`] if the slice is not exactly one frame, [`Error::Opus`],
+    /// [`Error::Io`].
+    pub fn write_frame(&mut self, interleaved_pcm_20ms: &[i16]) -> Result<(), Error> {
+        self.encode_and_queue(interleaved_pcm_20ms)?;
+        self.input_frames += 1;
+        if self.page_packets >= PACKETS_PER_PAGE {
+            self.write_page(0, self.granule_position)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: encodes silence to flush the encoder's look-ahead, writes the final
+    /// page (EOS flag, granule position trimmed to exactly the audio written), flushes and
+    /// returns the sink.
+    ///
+    /// # Errors
+    /// [`Error::Opus`], [`Error::Io`].
+    pub fn finish(mut self) -> Result<W, Error> {
+        let end_granule = self.pre_skip + self.input_frames * GRANULE_PER_FRAME;
+        let silence = vec![0_i16; self.frame_samples()];
+        while self.granule_position < end_granule || self.page_packets == 0 {
+            self.encode_and_queue(&silence)?;
+        }
+        self.write_page(HEADER_END_OF_STREAM, end_granule)?;
+        self.sink.flush()?;
+        Ok(self.sink)
+    }
+
+    fn encode_and_queue(&mut self, interleaved_pcm: &[i16]) -> Result<(), Error> {
+        if self.page_lacing.len() + MAX_LACING_PER_PACKET > MAX_SEGMENTS_PER_PAGE {
+            self.write_page(0, self.granule_position)?;
+        }
+        let packet = self.encoder.encode_frame(interleaved_pcm)?;
+        append_packet(&mut self.page_lacing, &mut self.page_body, packet);
+        self.page_packets += 1;
+        self.granule_position += GRANULE_PER_FRAME;
+        Ok(())
+    }
+
+    fn add_packet(&mut self, packet: &[u8]) {
+        append_packet(&mut self.page_lacing, &mut self.page_body, packet);
+        self.page_packets += 1;
+    }
+
+    fn opus_head(&self, input_rate_hz: u32) -> Vec<u8> {
+        let mut head = Vec::with_capacity(19);
+        head.extend_from_slice(b"OpusHead");
+        head.push(1); // version
+        head.push(self.channels as u8);
+        // pre_skip is libopus' lookahead (a few ms), far below u16::MAX.
+        head.extend_from_slice(&(self.pre_skip.min(u64::from(u16::MAX)) as u16).to_le_bytes());
+        head.extend_from_slice(&input_rate_hz.to_le_bytes());
+        head.extend_from_slice(&0_i16.to_le_bytes()); // output gain
+        head.push(0); // channel mapping family 0: mono or stereo, no mapping table
+        head
+    }
+
+    fn write_page(&mut self, header_type: u8, granule_position: u64) -> Result<(), Error> {
+        let page = &mut self.page_bytes;
+        page.clear();
+        page.extend_from_slice(b"OggS");
+        page.push(0); // stream structure version
+        page.push(header_type);
+        page.extend_from_slice(&granule_position.to_le_bytes());
+        page.extend_from_slice(&STREAM_SERIAL.to_le_bytes());
+        page.extend_from_slice(&self.page_sequence.to_le_bytes());
+        page.extend_from_slice(&0_u32.to_le_bytes()); // CRC, filled in below
+        page.push(self.page_lacing.len() as u8); // at most 255 by construction
+        page.extend_from_slice(&self.page_lacing);
+        page.extend_from_slice(&self.page_body);
+        let crc = ogg_crc32(page);
+        page[22..26].copy_from_slice(&crc.to_le_bytes());
+        self.sink.write_all(page)?;
+        self.page_sequence += 1;
+        self.page_lacing.clear();
+        self.page_body.clear();
+        self.page_packets = 0;
+        Ok(())
+    }
+}
+
+fn append_packet(lacing: &mut Vec<u8>, body: &mut Vec<u8>, packet: &[u8]) {
+    lacing.extend(std::iter::repeat_n(255, packet.len() / 255));
+    lacing.push((packet.len() % 255) as u8);
+    body.extend_from_slice(packet);
+}
+
+fn opus_tags() -> Vec<u8> {
+    let mut tags = Vec::with_capacity(8 + 4 + VENDOR.len() + 4);
+    tags.extend_from_slice(b"OpusTags");
+    tags.extend_from_slice(&(VENDOR.len() as u32).to_le_bytes());
+    tags.extend_from_slice(VENDOR.as_bytes());
+    tags.extend_from_slice(&0_u32.to_le_bytes()); // no user comments
+    tags
+}
+
+/// Default bound on how far one side of the call may run ahead of the other before the lagging
+/// side is filled with silence and written out.
+pub const DEFAULT_MAX_SKEW_MS: u64 = 10_000;
+/// A timestamp more than this far beyond all audio received so far is rejected as bogus
+/// (filling the gap would mean encoding that much silence).
+pub const MAX_TIMESTAMP_LEAD_MS: u64 = 10 * 60 * 1000;
+const SAMPLES_PER_MS: u64 = SAMPLE_RATE_HZ as u64 / 1000;
+
+#[derive(Debug, Default)]
+struct Track {
+    /// Decoded samples from the writer's cursor onwards.
+    samples: Vec<i16>,
+}
+
+/// Records a phone call as a stereo 8 kHz Ogg Opus file: caller on the left channel, agent on
+/// the right.
+///
+/// Each side's mu-law audio is placed at its millisecond timestamp (since the start of the
+/// call); gaps are silence. Audio whose timestamp falls before the end of that side's previous
+/// audio is appended right after it (no overlap, nothing dropped). Frames are encoded as soon
+/// as both sides have covered them, or when one side runs more than the maximum skew ahead
+/// (then the other side's missing part becomes silence), so memory stays bounded.
+pub struct StereoCallRecorder<W: Write> {
+    writer: OggOpusWriter<W>,
+    caller: Track,
+    agent: Track,
+    /// Sample index (8 kHz) of the first sample not yet written; a multiple of 160.
+    written_samples: u64,
+    max_skew_samples: u64,
+    frame: Vec<i16>,
+}
+
+impl<W: Write> std::fmt::Debug for StereoCallRecorder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StereoCallRecorder")
+            .field("writer", &self.writer)
+            .field("buffered_caller_samples", &self.caller.samples.len())
+            .field("buffered_agent_samples", &self.agent.samples.len())
+            .field("written_samples", &self.written_samples)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which side of the call a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Agent,
+}
+
+impl<W: Write> StereoCallRecorder<W> {
+    /// Starts a recording into `sink` with [`DEFAULT_MAX_SKEW_MS`].
+    ///
+    /// # Errors
+    /// [`Error::Opus`] or [`Error::Io`] while writing the headers.
+    pub fn new(sink: W) -> Result<Self, Error> {
+        Self::with_max_skew_ms(sink, DEFAULT_MAX_SKEW_MS)
+    }
+
+    /// Starts a recording that lets one side run at most `max_skew_ms` ahead of the other.
+    ///
+    /// # Errors
+    /// [`Error::Opus`] or [`Error::Io`] while writing the headers.
+    pub fn with_max_skew_ms(sink: W, max_skew_ms: u64) -> Result<Self, Error> {
+        Ok(Self {
+            writer: OggOpusWriter::new(sink, 2, SAMPLE_RATE_HZ)?,
+            caller: Track::default(),
+            agent: Track::default(),
+            written_samples: 0,
+            max_skew_samples: max_skew_ms.saturating_mul(SAMPLES_PER_MS),
+            frame: vec![0; 2 * FRAME_BYTES],
+        })
+    }
+
+    /// Adds caller audio (8 kHz mu-law) that started `timestamp_ms` after the call began.
+    ///
+    /// # Errors
+    /// [`Error::RecordingTimestampTooFarAhead`], [`Error::Opus`], [`Error::Io`].
+    pub fn push_caller(&mut self, timestamp_ms: u64, mulaw: &[u8]) -> Result<(), Error> {
+        self.push(Side::Caller, timestamp_ms, mulaw)
+    }
+
+    /// Adds agent audio (8 kHz mu-law) that started playing `timestamp_ms` after the call began.
+    ///
+    /// # Errors
+    /// [`Error::RecordingTimestampTooFarAhead`], [`Error::Opus`], [`Error::Io`].
+    pub fn push_agent(&mut self, timestamp_ms: u64, mulaw: &[u8]) -> Result<(), Error> {
+        self.push(Side::Agent, timestamp_ms, mulaw)
+    }
+
+    /// Length of the recording so far (audio received on either side), in milliseconds.
+    #[must_use]
+    pub fn duration_ms(&self) -> u64 {
+        self.furthest_end() / SAMPLES_PER_MS
+    }
+
+    /// Writes out everything buffered (the shorter side padded with silence, the last frame
+    /// padded to 20 ms), finishes the Ogg stream and returns the sink.
+    ///
+    /// # Errors
+    /// [`Error::Opus`], [`Error::Io`].
+    pub fn finish(mut self) -> Result<W, Error> {
+        let end = self.furthest_end().next_multiple_of(FRAME_BYTES as u64);
+        self.write_frames_until(end)?;
+        self.writer.finish()
+    }
+
+    fn track_end(&self, side: Side) -> u64 {
+        let track = match side {
+            Side::Caller => &self.caller,
+            Side::Agent => &self.agent,
+        };
+        self.written_samples + track.samples.len() as u64
+    }
+
+    fn furthest_end(&self) -> u64 {
+        self.track_end(Side::Caller)
+            .max(self.track_end(Side::Agent))
+    }
+
+    fn push(&mut self, side: Side, timestamp_ms: u64, mulaw: &[u8]) -> Result<(), Error> {
+        let furthest_end_ms = self.furthest_end() / SAMPLES_PER_MS;
+        if timestamp_ms > furthest_end_ms.saturating_add(MAX_TIMESTAMP_LEAD_MS) {
+            return Err(Error::RecordingTimestampTooFarAhead {
+                timestamp_ms,
+                recorded_until_ms: furthest_end_ms,
+            });
+        }
+        let position = timestamp_ms * SAMPLES_PER_MS;
+        let end = self.track_end(side);
+        let track = match side {
+            Side::Caller => &mut self.caller,
+            Side::Agent => &mut self.agent,
+        };
+        if position > end {
+            let gap = (position - end) as usize;
+            track.samples.resize(track.samples.len() + gap, 0);
+        }
+        track
+            .samples
+            .extend(mulaw.iter().map(|&byte| crate::decode_sample(byte)));
+
+        let both_covered = self
+            .track_end(Side::Caller)
+            .min(self.track_end(Side::Agent));
+        let skew_bound = self.furthest_end().saturating_sub(self.max_skew_samples);
+        self.write_frames_until(both_covered.max(skew_bound))
+    }
+
+    /// Encodes every whole frame that ends at or before sample index `until`.
+    fn write_frames_until(&mut self, until: u64) -> Result<(), Error> {
+        let frame_len = FRAME_BYTES as u64;
+        let mut consumed = 0_usize;
+        while self.written_samples + frame_len <= until {
+            for (index, slot) in self.frame.chunks_exact_mut(2).enumerate() {
+                let at = consumed + index;
+                slot[0] = self.caller.samples.get(at).copied().unwrap_or(0);
+                slot[1] = self.agent.samples.get(at).copied().unwrap_or(0);
+            }
+            self.writer.write_frame(&self.frame)?;
+            self.written_samples += frame_len;
+            consumed += FRAME_BYTES;
+        }
+        for track in [&mut self.caller, &mut self.agent] {
+            let drop = consumed.min(track.samples.len());
+            track.samples.drain(..drop);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! 20 ms Opus frames via libopus (`audiopus`).
+
+use audiopus::coder::{Decoder, Encoder};
+use audiopus::packet::Packet;
+use audiopus::{Application, Bitrate, Channels, MutSignals, SampleRate};
+
+use crate::{Error, FRAME_MS};
+
+/// Rates Opus encodes/decodes natively (12 kHz is legal for libopus but unused here).
+pub const SUPPORTED_RATES_HZ: [u32; 4] = [8000, 16000, 24000, 48000];
+/// Largest packet libopus can produce for one frame (RFC 6716 recommends 4000 bytes).
+const MAX_PACKET_BYTES: usize = 4000;
+/// Longest frame a packet can decode to: 120 ms.
+const MAX_FRAME_MS: usize = 120;
+
+fn opus_config(sample_rate_hz: u32, channels: u16) -> Result<(SampleRate, Channels), Error> {
+    let unsupported = Error::UnsupportedOpusConfig {
+        sample_rate_hz,
+        channels,
+    };
+    let rate = match sample_rate_hz {
+        8000 => SampleRate::Hz8000,
+        16000 => SampleRate::Hz16000,
+        24000 => SampleRate::Hz24000,
+        48000 => SampleRate::Hz48000,
+        _ => return Err(unsupported),
+    };
+    let layout = match channels {
+        1 => Channels::Mono,
+        2 => Channels::Stereo,
+        _ => return Err(unsupported),
+    };
+    Ok((rate, layout))
+}
+
+/// Interleaved samples in one 20 ms frame at `sample_rate_hz` with `channels` channels.
+#[must_use]
+pub fn frame_samples(sample_rate_hz: u32, channels: u16) -> usize {
+    (sample_rate_hz * FRAME_MS / 1000) as usize * usize::from(channels)
+}
+
+/// Encodes exactly-20 ms frames of interleaved 16-bit PCM to Opus packets (VoIP application).
+pub struct OpusFrameEncoder {
+    encoder: Encoder,
+    sample_rate_hz: u32,
+    channels: u16,
+    packet: Vec<u8>,
+}
+
+impl std::fmt::Debug for OpusFrameEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusFrameEncoder")
+            .field("sample_rate_hz", &self.sample_rate_hz)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpusFrameEncoder {
+    /// An encoder for `sample_rate_hz` (8/16/24/48 kHz) and 1 or 2 channels.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOpusConfig`], or [`Error::Opus`] if libopus refuses to initialise.
+    pub fn new(sample_rate_hz: u32, channels: u16) -> Result<Self, Error> {
+        let (rate, layout) = opus_config(sample_rate_hz, channels)?;
+        let encoder =
+            Encoder::new(rate, layout, Application::Voip).map_err(|source| Error::Opus {
+                operation: "create an encoder",
+                source,
+            })?;
+        Ok(Self {
+            encoder,
+            sample_rate_hz,
+            channels,
+            packet: vec![0; MAX_PACKET_BYTES],
+        })
+    }
+
+    /// Sets the target bitrate in bits per second (libopus accepts 500..=512000).
+    ///
+    /// # Errors
+    /// [`Error::Opus`] if libopus rejects the value.
+    pub fn set_bitrate_bps(&mut self, bits_per_second: i32) -> Result<(), Error> {
+        self.encoder
+            .set_bitrate(Bitrate::BitsPerSecond(bits_per_second))
+            .map_err(|source| Error::Opus {
+                operation: "set the bitrate",
+                source,
+            })
+    }
+
+    /// Input sample rate.
+    #[must_use]
+    pub fn sample_rate_hz(&self) -> u32 {
+        self.sample_rate_hz
+    }
+
+    /// Input channel count.
+    #[must_use]
+    pub fn channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// Interleaved samples [`OpusFrameEncoder::encode_frame`] expects.
+    #[must_use]
+    pub fn frame_samples(&self) -> usize {
+        frame_samples(self.sample_rate_hz, self.channels)
+    }
+
+    /// The encoder's algorithmic delay in samples per channel at the input rate (what a
+    /// decoder must discard at the start: Ogg Opus "pre-skip" after scaling to 48 kHz).
+    ///
+    /// # Errors
+    /// [`Error::Opus`] if libopus cannot report it.
+    pub fn lookahead_samples(&self) -> Result<u32, Error> {
+        self.encoder.lookahead().map_err(|source| Error::Opus {
+            operation: "query the lookahead",
+            source,
+        })
+    }
+
+    /// Encodes one 20 ms frame of interleaved PCM; the returned packet borrows an internal
+    /// buffer (no allocation per frame).
+    ///
+    /// # Errors
+    /// [`Error::OpusFrameLength`] unless `interleaved_pcm` is exactly one frame;
+    /// [`Error::Opus`] if libopus fails.
+    pub fn encode_frame(&mut self, interleaved_pcm: &[i16]) -> Result<&[u8], Error> {
+        let expected = self.frame_samples();
+        if interleaved_pcm.len() != expected {
+            return Err(Error::OpusFrameLength {
+                expected,
+                got: interleaved_pcm.len(),
+            });
+        }
+        let written = self
+            .encoder
+            .encode(interleaved_pcm, &mut self.packet)
+            .map_err(|source| Error::Opus {
+                operation: "encode a frame",
+                source,
+            })?;
+        Ok(&self.packet[..written.min(self.packet.len())])
+    }
+}
+
+/// Decodes Opus packets to interleaved 16-bit PCM at a chosen rate and channel count.
+pub struct OpusFrameDecoder {
+    decoder: Decoder,
+    sample_rate_hz: u32,
+    channels: u16,
+    pcm: Vec<i16>,
+}
+
+impl std::fmt::Debug for OpusFrameDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusFrameDecoder")
+            .field("sample_rate_hz", &self.sample_rate_hz)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpusFrameDecoder {
+    /// A decoder producing `sample_rate_hz` (8/16/24/48 kHz) with 1 or 2 channels.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOpusConfig`], or [`Error::Opus`] if libopus refuses to initialise.
+    pub fn new(sample_rate_hz: u32, channels: u16) -> Result<Self, Error> {
+        let (rate, layout) = opus_config(sample_rate_hz, channels)?;
+        let decoder = Decoder::new(rate, layout).map_err(|source| Error::Opus {
+            operation: "create a decoder",
+            source,
+        })?;
+        let capacity = sample_rate_hz as usize * MAX_FRAME_MS / 1000 * usize::from(channels);
+        Ok(Self {
+            decoder,
+            sample_rate_hz,
+            channels,
+            pcm: vec![0; capacity],
+        })
+    }
+
+    /// Output sample rate.
+    #[must_use]
+    pub fn sample_rate_hz(&self) -> u32 {
+        self.sample_rate_hz
+    }
+
+    /// Output channel count.
+    #[must_use]
+    pub fn channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// Decodes one packet to interleaved PCM (borrowing an internal buffer).
+    ///
+    /// # Errors
+    /// [`Error::Opus`] for an empty or corrupt packet.
+    pub fn decode_frame(&mut self, packet: &[u8]) -> Result<&[i16], Error> {
+        let packet = Packet::try_from(packet).map_err(|source| Error::Opus {
+            operation: "accept the packet",
+            source,
+        })?;
+        self.decode(Some(packet))
+    }
+
+    /// Packet-loss concealment: synthesises one 20 ms frame in place of a lost packet.
+    ///
+    /// # Errors
+    /// [`Error::Opus`] if libopus fails.
+    pub fn conceal_lost_frame(&mut self) -> Result<&[i16], Error> {
+        self.decode(None)
+    }
+
+    fn decode(&mut self, packet: Option<Packet<'_>>) -> Result<&[i16], Error> {
+        let frame_len = if packet.is_none() {
+            frame_samples(self.sample_rate_hz, self.channels)
+        } else {
+            self.pcm.len()
+        };
+        let output =
+            MutSignals::try_from(&mut self.pcm[..frame_len]).map_err(|source| Error::Opus {
+                operation: "size the output",
+                source,
+            })?;
+        let per_channel = self
+            .decoder
+            .decode(packet, output, false)
+            .map_err(|source| Error::Opus {
+                operation: "decode a packet",
+                source,
+            })?;
+        let samples = (per_channel * usize::from(self.channels)).min(self.pcm.len());
+        Ok(&self.pcm[..samples])
+    }
+}
