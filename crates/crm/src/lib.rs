@@ -1,1 +1,29 @@
-//! crm (skeleton)
+//! crm: the CRM store of crmd and its WhatsApp messaging.
+//!
+//! What it does:
+//! - [`Store`]: contacts, calls, stream events, transcript turns, messages and recordings in
+//!   SQLite (embedded default, WAL, file and directory created on first start) or PostgreSQL
+//!   (several crmd instances sharing one database). Same schema and same portable SQL for both;
+//!   migrations are embedded and run by [`Store::connect`]. Timestamps are BIGINT unix ms.
+//!   Every write that a retry can repeat (webhooks, the writer task) is idempotent.
+//! - [`CrmWriter`]: a bounded queue and writer task so the call path never waits on the
+//!   database; transient failures are retried with capped back-off, a full queue is logged.
+//!
+//! What it deliberately does not do: HTTP routing, authentication and request parsing (the edge
+//! crate maps [`CrmError::http_status`] to responses), reading any clock inside the data model
+//! other than "now" for contact timestamps, or talking to Twilio's voice API.
+
+mod error;
+mod model;
+#[allow(dead_code)] // message helpers are used by the WhatsApp service (next commit)
+mod store;
+mod writer;
+
+pub use error::CrmError;
+pub use model::{
+    Backend, Call, CallDetail, CallFilter, Contact, Message, MessageDirection, MessageMedia,
+    NewCall, NewRecording, NewTurn, Page, PageRequest, Recording, Speaker, StreamEventRecord, Turn,
+    is_e164,
+};
+pub use store::{Store, StoreOptions};
+pub use writer::{CrmWriter, RetryPolicy, SubmitError, WriteOp, WriterStats};

@@ -1,0 +1,345 @@
+//! [`CrmWriter`]: a bounded queue in front of the [`Store`] so the call path never waits on the
+//! database.
+//!
+//! The audio loop calls [`CrmWriter::submit`], which never awaits: the operation goes into a
+//! bounded channel, or is handed back at once when the channel is full (logged loudly). One
+//! writer task applies operations in submission order. A write that fails for a transient reason
+//! (database down, pool exhausted, SQLite busy) is retried with capped exponential back-off until
+//! it succeeds, so an outage delays rows but does not lose them; later operations wait behind it,
+//! which keeps per-call order (a turn is never written after the call's end). A write the
+//! database rejects for good (it cannot become valid by waiting) is logged at error level with
+//! the call id and counted in [`WriterStats::rejected`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::model::{NewCall, NewRecording, NewTurn, StreamEventRecord};
+use crate::{CrmError, Store};
+
+/// One write from the call path.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// The incoming-call webhook (usually written directly; queued here when the caller prefers).
+    IncomingCall(NewCall),
+    /// The media stream started ([`Store::mark_call_streaming`]).
+    StreamStarted {
+        /// Twilio `CallSid`.
+        call_sid: String,
+        /// Media Streams `streamSid`.
+        stream_sid: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A transcript turn ([`Store::append_turn`]).
+    AppendTurn(NewTurn),
+    /// The call ended ([`Store::mark_call_ended`]).
+    CallEnded {
+        /// Twilio `CallSid`.
+        call_sid: String,
+        /// When.
+        at_ms: i64,
+        /// Final status (`completed`, `failed`, …).
+        status: String,
+    },
+    /// A stream lifecycle event ([`Store::record_stream_event`]).
+    StreamEvent {
+        /// Twilio `CallSid`.
+        call_sid: String,
+        /// The event.
+        event: StreamEventRecord,
+    },
+    /// A finished recording ([`Store::attach_recording`]).
+    Recording(NewRecording),
+}
+
+impl WriteOp {
+    /// The call this write belongs to (for logs).
+    #[must_use]
+    pub fn call_sid(&self) -> &str {
+        match self {
+            WriteOp::IncomingCall(c) => &c.call_sid,
+            WriteOp::AppendTurn(t) => &t.call_sid,
+            WriteOp::Recording(r) => &r.call_sid,
+            WriteOp::StreamStarted { call_sid, .. }
+            | WriteOp::CallEnded { call_sid, .. }
+            | WriteOp::StreamEvent { call_sid, .. } => call_sid,
+        }
+    }
+
+    /// A short name of the operation (for logs).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WriteOp::IncomingCall(_) => "incoming_call",
+            WriteOp::StreamStarted { .. } => "stream_started",
+            WriteOp::AppendTurn(_) => "append_turn",
+            WriteOp::CallEnded { .. } => "call_ended",
+            WriteOp::StreamEvent { .. } => "stream_event",
+            WriteOp::Recording(_) => "recording",
+        }
+    }
+
+    async fn apply(&self, store: &Store) -> Result<(), CrmError> {
+        match self {
+            WriteOp::IncomingCall(call) => store.record_incoming_call(call).await.map(|_| ()),
+            WriteOp::StreamStarted {
+                call_sid,
+                stream_sid,
+                at_ms,
+            } => {
+                store
+                    .mark_call_streaming(call_sid, stream_sid, *at_ms)
+                    .await
+            }
+            WriteOp::AppendTurn(turn) => store.append_turn(turn).await,
+            WriteOp::CallEnded {
+                call_sid,
+                at_ms,
+                status,
+            } => store.mark_call_ended(call_sid, *at_ms, status).await,
+            WriteOp::StreamEvent { call_sid, event } => {
+                store.record_stream_event(call_sid, event).await
+            }
+            WriteOp::Recording(rec) => store.attach_recording(rec).await,
+        }
+    }
+}
+
+/// Why [`CrmWriter::submit`] handed an operation back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The queue holds `capacity` operations already: the database is not keeping up.
+    #[error(
+        "CRM write queue full ({capacity} pending): the database is slow or down; {kind} for call {call_sid} was not queued"
+    )]
+    QueueFull {
+        /// Queue capacity.
+        capacity: usize,
+        /// The operation's kind.
+        kind: &'static str,
+        /// The operation's call.
+        call_sid: String,
+        /// The operation, handed back so the caller may keep it.
+        op: Box<WriteOp>,
+    },
+    /// The writer task is gone (it panicked or the runtime is shutting down).
+    #[error("CRM writer task stopped; {kind} for call {call_sid} was not queued")]
+    WriterStopped {
+        /// The operation's kind.
+        kind: &'static str,
+        /// The operation's call.
+        call_sid: String,
+        /// The operation, handed back.
+        op: Box<WriteOp>,
+    },
+}
+
+/// Back-off between retries of a failed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait after the first failure.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of the writer task (observe with [`CrmWriter::stats`] / [`CrmWriter::watch_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Operations accepted into the queue.
+    pub submitted: u64,
+    /// Operations finished (written or rejected).
+    pub processed: u64,
+    /// Operations written.
+    pub written: u64,
+    /// Failed attempts that were (or will be) retried.
+    pub failed_attempts: u64,
+    /// Operations the database refused for good (logged with their call id).
+    pub rejected: u64,
+    /// Operations handed back because the queue was full.
+    pub queue_full: u64,
+}
+
+/// Handle to the writer task. Cheap to clone; the task stops after the last handle is dropped
+/// and the queue is drained.
+#[derive(Clone)]
+pub struct CrmWriter {
+    tx: mpsc::Sender<WriteOp>,
+    stats: Arc<watch::Sender<WriterStats>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for CrmWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmWriter")
+            .field("capacity", &self.capacity)
+            .field("stats", &*self.stats.borrow())
+            .finish()
+    }
+}
+
+impl CrmWriter {
+    /// Starts the writer task with a queue of `capacity` operations (at least 1) and the
+    /// default [`RetryPolicy`]. Must be called inside a tokio runtime.
+    pub fn spawn(store: Store, capacity: usize) -> (CrmWriter, JoinHandle<()>) {
+        Self::spawn_with(store, capacity, RetryPolicy::default())
+    }
+
+    /// [`CrmWriter::spawn`] with an explicit retry policy.
+    pub fn spawn_with(
+        store: Store,
+        capacity: usize,
+        retry: RetryPolicy,
+    ) -> (CrmWriter, JoinHandle<()>) {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let stats = Arc::new(watch::Sender::new(WriterStats::default()));
+        let task = tokio::spawn(run_writer(store, rx, Arc::clone(&stats), retry));
+        (
+            CrmWriter {
+                tx,
+                stats,
+                capacity,
+            },
+            task,
+        )
+    }
+
+    /// Queues `op` without waiting. A full queue hands the operation back and logs an error.
+    pub fn submit(&self, op: WriteOp) -> Result<(), SubmitError> {
+        match self.tx.try_send(op) {
+            Ok(()) => {
+                // Counted after the send: the task may finish the op first, so readers use
+                // saturating arithmetic (see `depth`).
+                self.stats.send_modify(|s| s.submitted += 1);
+                Ok(())
+            }
+            Err(err) => {
+                let full = matches!(err, mpsc::error::TrySendError::Full(_));
+                let op = err.into_inner();
+                if full {
+                    self.stats.send_modify(|s| s.queue_full += 1);
+                }
+                let kind = op.kind();
+                let call_sid = op.call_sid().to_owned();
+                if full {
+                    tracing::error!(
+                        call_sid = %call_sid, op = kind, capacity = self.capacity,
+                        "CRM WRITE QUEUE FULL: database is not keeping up, write not queued"
+                    );
+                    Err(SubmitError::QueueFull {
+                        capacity: self.capacity,
+                        kind,
+                        call_sid,
+                        op: Box::new(op),
+                    })
+                } else {
+                    tracing::error!(call_sid = %call_sid, op = kind, "CRM writer task stopped, write not queued");
+                    Err(SubmitError::WriterStopped {
+                        kind,
+                        call_sid,
+                        op: Box::new(op),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Operations queued or being written right now.
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        let s = *self.stats.borrow();
+        usize::try_from(s.submitted.saturating_sub(s.processed)).unwrap_or(usize::MAX)
+    }
+
+    /// Queue capacity.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Current counters.
+    #[must_use]
+    pub fn stats(&self) -> WriterStats {
+        *self.stats.borrow()
+    }
+
+    /// A receiver that sees every counter change (for metrics and tests).
+    #[must_use]
+    pub fn watch_stats(&self) -> watch::Receiver<WriterStats> {
+        self.stats.subscribe()
+    }
+
+    /// Waits until every operation submitted before this call is finished. While the database
+    /// is down this waits for it: wrap in `tokio::time::timeout` at shutdown.
+    pub async fn flush(&self) {
+        let target = self.stats.borrow().submitted;
+        let mut rx = self.stats.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|s| s.processed >= target).await;
+    }
+}
+
+async fn run_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<WriteOp>,
+    stats: Arc<watch::Sender<WriterStats>>,
+    retry: RetryPolicy,
+) {
+    while let Some(op) = rx.recv().await {
+        let mut backoff = retry.initial_backoff;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match op.apply(&store).await {
+                Ok(()) => {
+                    if attempt > 1 {
+                        tracing::info!(
+                            call_sid = op.call_sid(),
+                            op = op.kind(),
+                            attempt,
+                            "CRM write succeeded after retry"
+                        );
+                    }
+                    stats.send_modify(|s| s.written += 1);
+                    break;
+                }
+                Err(err) if err.is_transient() => {
+                    stats.send_modify(|s| s.failed_attempts += 1);
+                    // First failures are warnings; a long outage escalates to errors.
+                    if attempt >= 5 {
+                        tracing::error!(call_sid = op.call_sid(), op = op.kind(), attempt, error = %err,
+                            retry_in_ms = backoff.as_millis() as u64, pending = rx.len(), "CRM write failing, will retry");
+                    } else {
+                        tracing::warn!(call_sid = op.call_sid(), op = op.kind(), attempt, error = %err,
+                            retry_in_ms = backoff.as_millis() as u64, "CRM write failed, will retry");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(retry.max_backoff);
+                }
+                Err(err) => {
+                    tracing::error!(call_sid = op.call_sid(), op = op.kind(), error = %err, row = ?op,
+                        "CRM write rejected by the database and cannot succeed by retrying; row not stored");
+                    stats.send_modify(|s| s.rejected += 1);
+                    break;
+                }
+            }
+        }
+        stats.send_modify(|s| s.processed += 1);
+    }
+    tracing::debug!("CRM writer drained and stopped");
+}
