@@ -1,1 +1,79 @@
-fn main() {}
+//! crmd: configuration, tracing, build the edge, serve, shut down gracefully.
+//! Exit codes: 0 after a graceful shutdown, 2 for configuration errors, 1 for anything else.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use edge::{BuildInfo, Config, LogFormat, OfflineFallbackHandler};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match edge::config::collect_vars(std::path::Path::new(".env"), std::env::vars())
+        .and_then(Config::from_vars)
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("crmd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(filter) = EnvFilter::try_new(&config.server.log_filter) else {
+        eprintln!(
+            "crmd: configuration error: RUST_LOG: {:?} is not a valid filter (e.g. info or crmd=debug)",
+            config.server.log_filter
+        );
+        return ExitCode::from(2);
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match config.server.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: env!("CRMD_GIT_COMMIT").to_owned(),
+        build_time: env!("CRMD_BUILD_TIME").to_owned(),
+        entry_point: concat!(env!("CARGO_PKG_NAME"), " (bins/crmd/src/main.rs)").to_owned(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("crmd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, build)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("crmd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError> {
+    tracing::info!(
+        "crmd starting: entry point {}, version {} (commit {}, built {}, marker {})",
+        build.entry_point,
+        build.version,
+        build.git_commit,
+        build.build_time,
+        build.marker()
+    );
+    let bind_addr = config.server.bind_addr();
+    let prepared = edge::prepare(config).await?;
+    if prepared.google_credentials.is_some() {
+        tracing::warn!(
+            "Google credentials are valid, but this build has no call session wired in: calls get the offline fallback"
+        );
+    }
+    // The call session (crates/call) plugs in here through the same MediaStreamHandler trait.
+    let media = Arc::new(OfflineFallbackHandler::default());
+    let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), media);
+    let listener = edge::bind(bind_addr).await?;
+    edge::serve(listener, state, edge::shutdown_signal()).await?;
+    Ok(())
+}

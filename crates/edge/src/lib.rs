@@ -1,1 +1,38 @@
-//! edge (skeleton)
+//! The HTTP edge of crmd: configuration, health and version endpoints, Twilio voice webhooks
+//! (TwiML, stream status, stream end), `X-Twilio-Signature` checks, the `/ws/twilio-media`
+//! WebSocket upgrade, the offline fallback call handler, start-up logging and graceful shutdown.
+//!
+//! What it does:
+//! - [`Config::from_vars`] turns `(name, value)` pairs into one validated, typed [`Config`]
+//!   (secrets redacted in `Debug` and in [`Config::summary_line`]).
+//! - [`router`] / [`serve`] run the routes with a body limit, request ids, panic catching and an
+//!   `X-App-Signature` header naming the build on every response; [`serve`] drains live calls for
+//!   `SHUTDOWN_GRACE_S` and closes the database when the shutdown future completes.
+//! - The WebSocket upgrade echoes `Sec-WebSocket-Protocol: audio.twilio.com` when it is offered
+//!   and hands the socket to a [`MediaStreamHandler`]; [`OfflineFallbackHandler`] is the one used
+//!   when there are no speech credentials.
+//!
+//! What it deliberately does not do: run a conversation (the call session crate does, plugged in
+//! through [`MediaStreamHandler`]), parse Twilio wire formats or compute signatures (the
+//! `twilio-stream` crate), or talk SQL (the `crm` crate). It never reads the process environment;
+//! the binary collects the variables and passes them in.
+
+pub mod build_info;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod media;
+pub mod offline;
+pub mod server;
+pub mod twilio_form;
+
+pub use build_info::BuildInfo;
+pub use config::{Config, ConfigError, LogFormat, Secret};
+pub use error::{RequestError, StartupError};
+pub use media::{MediaStreamContext, MediaStreamHandler, SessionTracker, TWILIO_SUBPROTOCOL};
+pub use offline::{FallbackOutcome, FallbackPacing, OFFLINE_FALLBACK_CLIP, OfflineFallbackHandler};
+pub use server::{
+    APP_SIGNATURE_HEADER, EdgeState, Prepared, ShutdownReport, bind, prepare, router, routes,
+    serve, serve_router, shutdown_signal, with_layers,
+};
+pub use twilio_form::TwilioForm;

@@ -1,0 +1,292 @@
+//! Request handlers: health, version, the Twilio voice webhooks and the Media Streams upgrade.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::error::RequestError;
+use crate::media::{MediaStreamContext, TWILIO_SUBPROTOCOL};
+use crate::server::EdgeState;
+use crate::twilio_form::TwilioForm;
+
+/// How long a webhook waits for its CRM write before answering Twilio anyway (the write goes on).
+const CRM_WRITE_WAIT: Duration = Duration::from_secs(3);
+
+/// `GET /healthz`: liveness only, no database round trip.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    ready: bool,
+    database: String,
+    speech: String,
+    twilio_signatures: bool,
+    live_calls: usize,
+}
+
+/// `GET /readyz`: 200 when the database answers, 503 otherwise; says what is missing.
+pub async fn readyz(State(state): State<EdgeState>) -> Response {
+    let database = match state.store() {
+        None => Err("not configured".to_owned()),
+        Some(store) => match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2 s".to_owned()),
+        },
+    };
+    let speech = if state.config().speech.has_credentials() {
+        "configured".to_owned()
+    } else {
+        "missing: set GOOGLE_APPLICATION_CREDENTIALS or GCP_CREDENTIALS_JSON (calls get the offline fallback)".to_owned()
+    };
+    let body = Readiness {
+        ready: database.is_ok(),
+        database: match &database {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("unavailable: {e}"),
+        },
+        speech,
+        twilio_signatures: state.config().twilio.auth_token.is_some(),
+        live_calls: state.sessions().live(),
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct VersionBody<'a> {
+    service: &'static str,
+    version: &'a str,
+    git_commit: &'a str,
+    build_time: &'a str,
+    marker: String,
+    deploy_id: Option<&'a str>,
+    started_at: String,
+    uptime_s: i64,
+}
+
+/// `GET /version`: which build answers. Never contains configuration values other than `DEPLOY_ID`.
+pub async fn version(State(state): State<EdgeState>) -> Json<serde_json::Value> {
+    let build = state.build();
+    let body = VersionBody {
+        service: "crmd",
+        version: &build.version,
+        git_commit: &build.git_commit,
+        build_time: &build.build_time,
+        marker: build.marker(),
+        deploy_id: state.config().server.deploy_id.as_deref(),
+        started_at: state
+            .started_at()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        uptime_s: (chrono::Utc::now() - state.started_at()).num_seconds(),
+    };
+    // Serializing a struct of strings and integers cannot fail; fall back to null regardless.
+    Json(serde_json::to_value(body).unwrap_or_default())
+}
+
+/// Fallback for unknown paths: `404` with a short plain body.
+pub async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn checked_call_sid(form: &TwilioForm) -> Result<String, RequestError> {
+    let sid = form.require("CallSid")?;
+    let ok = sid.len() <= 64
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(RequestError::InvalidField {
+            field: "CallSid",
+            reason: "expected 1 to 64 letters, digits, `_` or `-`",
+        });
+    }
+    Ok(sid.to_owned())
+}
+
+/// Runs a CRM write off the request task and waits for it at most [`CRM_WRITE_WAIT`]; a slow or
+/// failing database never costs Twilio its answer. Failures are logged with the call id.
+async fn crm_write<F>(what: &'static str, call_sid: &str, write: F)
+where
+    F: std::future::Future<Output = Result<(), crm::CrmError>> + Send + 'static,
+{
+    let task = tokio::spawn(write.in_current_span());
+    match tokio::time::timeout(CRM_WRITE_WAIT, task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(call_sid, "CRM: {what} not stored: {e}"),
+        Ok(Err(join)) => tracing::error!(call_sid, "CRM: {what} task failed: {join}"),
+        Err(_) => tracing::warn!(
+            call_sid,
+            "CRM: {what} still running after {CRM_WRITE_WAIT:?}; answering Twilio"
+        ),
+    }
+}
+
+/// `POST /webhook/incoming_call`: TwiML that connects the call to `/ws/twilio-media`; records the
+/// call and the caller's contact.
+pub async fn incoming_call(
+    State(state): State<EdgeState>,
+    form: TwilioForm,
+) -> Result<Response, RequestError> {
+    let call_sid = checked_call_sid(&form)?;
+    let span = tracing::info_span!("incoming_call", call_sid = %call_sid);
+    async move {
+        let twiml = twilio_stream::twiml::connect_stream(&form.public_base, &call_sid);
+        tracing::info!(
+            from = form.get("From").unwrap_or("?"),
+            signature_verified = form.signature_verified,
+            stream_url = %form.public_base.wss("/ws/twilio-media"),
+            "incoming call: answering with <Connect><Stream>"
+        );
+        if let Some(store) = state.store().cloned() {
+            // Twilio sends E.164 (`+972…`); the store links a contact only to a valid E.164
+            // number and keeps anything else (e.g. `anonymous`) as received.
+            let from = form.get("From").map(str::to_owned);
+            let call = crm::NewCall {
+                call_sid: call_sid.clone(),
+                account_sid: form.get("AccountSid").map(str::to_owned),
+                from,
+                to: form.get("To").map(str::to_owned),
+                direction: form.get("Direction").unwrap_or("inbound").to_owned(),
+                status: form.get("CallStatus").map(str::to_owned),
+                caller_name: form.get("CallerName").map(str::to_owned),
+                at_ms: now_ms(),
+            };
+            crm_write("incoming call", &call_sid, async move {
+                store.record_incoming_call(&call).await.map(|_| ())
+            })
+            .await;
+        }
+        Ok(([(CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response())
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /webhook/stream_status`: records the stream event on the call; empty `204`.
+pub async fn stream_status(
+    State(state): State<EdgeState>,
+    form: TwilioForm,
+) -> Result<StatusCode, RequestError> {
+    let call_sid = checked_call_sid(&form)?;
+    // Twilio sends StreamEvent; older notes and manual checks use Status.
+    let kind = form
+        .get("StreamEvent")
+        .or_else(|| form.get("Status"))
+        .unwrap_or("unknown")
+        .to_owned();
+    let event = crm::StreamEventRecord {
+        kind,
+        stream_sid: form.get("StreamSid").map(str::to_owned),
+        error: form.get("StreamError").map(str::to_owned),
+        at_ms: now_ms(),
+    };
+    let span = tracing::info_span!("stream_status", call_sid = %call_sid);
+    async move {
+        tracing::info!(
+            event = %event.kind,
+            stream_sid = event.stream_sid.as_deref().unwrap_or("?"),
+            error = event.error.as_deref().unwrap_or(""),
+            "stream status"
+        );
+        if let Some(store) = state.store().cloned() {
+            let sid = call_sid.clone();
+            crm_write("stream event", &call_sid, async move {
+                store.record_stream_event(&sid, &event).await
+            })
+            .await;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /webhook/stream_ended` (the `<Connect action>`): the stream is over and no more TwiML
+/// follows, so Twilio ends the call. Records both; empty `204`.
+pub async fn stream_ended(
+    State(state): State<EdgeState>,
+    form: TwilioForm,
+) -> Result<StatusCode, RequestError> {
+    let call_sid = checked_call_sid(&form)?;
+    let span = tracing::info_span!("stream_ended", call_sid = %call_sid);
+    async move {
+        tracing::info!(
+            call_status = form.get("CallStatus").unwrap_or("?"),
+            "stream ended; call ends"
+        );
+        if let Some(store) = state.store().cloned() {
+            let sid = call_sid.clone();
+            let at_ms = now_ms();
+            crm_write("stream end", &call_sid, async move {
+                let event = crm::StreamEventRecord {
+                    kind: "stream-ended".to_owned(),
+                    stream_sid: None,
+                    error: None,
+                    at_ms,
+                };
+                store.record_stream_event(&sid, &event).await?;
+                store.mark_call_ended(&sid, at_ms, "completed").await
+            })
+            .await;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /ws/twilio-media`: upgrades (echoing `audio.twilio.com` when offered, accepting a client
+/// that offers none) and hands the socket to the configured [`crate::MediaStreamHandler`].
+pub async fn media_stream_upgrade(
+    State(state): State<EdgeState>,
+    ConnectInfo(remote_addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = ws.protocols([TWILIO_SUBPROTOCOL]);
+    let offered_subprotocol = ws.selected_protocol().is_some();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    tracing::info!(
+        remote = %remote_addr,
+        offered_subprotocol,
+        twilio_signature_present = headers.contains_key(crate::twilio_form::TWILIO_SIGNATURE_HEADER),
+        "media stream upgrade: 101{}",
+        if offered_subprotocol { " with Sec-WebSocket-Protocol: audio.twilio.com" } else { " (no subprotocol offered)" }
+    );
+    let ctx = MediaStreamContext {
+        remote_addr: Some(remote_addr),
+        offered_subprotocol,
+        request_id,
+        shutdown: state.sessions().shutdown_token(),
+    };
+    let handler = state.media_handler();
+    let sessions = state.sessions().clone();
+    ws.on_failed_upgrade(|e| tracing::warn!("media stream upgrade failed: {e}"))
+        .on_upgrade(move |socket| {
+            sessions.spawn(handler.handle(socket, ctx));
+            std::future::ready(())
+        })
+}

@@ -1,0 +1,356 @@
+//! Shared state, the router with its layers, start-up preparation and the serve loop with
+//! graceful shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::build_info::BuildInfo;
+use crate::config::{Config, redact_database_url};
+use crate::error::StartupError;
+use crate::handlers;
+use crate::media::{MediaStreamHandler, SessionTracker};
+
+/// Response header naming the build on every response.
+pub const APP_SIGNATURE_HEADER: &str = "x-app-signature";
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct EdgeState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    build: BuildInfo,
+    app_signature: HeaderValue,
+    started_at: DateTime<Utc>,
+    store: Option<crm::Store>,
+    media_handler: Arc<dyn MediaStreamHandler>,
+    sessions: SessionTracker,
+}
+
+impl fmt::Debug for EdgeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeState")
+            .field("config", &self.inner.config)
+            .field("build", &self.inner.build)
+            .field("started_at", &self.inner.started_at)
+            .field("store", &self.inner.store.as_ref().map(|s| s.backend()))
+            .field("live_sessions", &self.inner.sessions.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeState {
+    /// State for the router. `store` is `None` only in tests that do not need the CRM.
+    pub fn new(
+        config: Arc<Config>,
+        build: BuildInfo,
+        store: Option<crm::Store>,
+        media_handler: Arc<dyn MediaStreamHandler>,
+    ) -> Self {
+        let app_signature = build.app_signature(config.server.deploy_id.as_deref());
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                build,
+                app_signature,
+                started_at: Utc::now(),
+                store,
+                media_handler,
+                sessions: SessionTracker::new(),
+            }),
+        }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The running build.
+    pub fn build(&self) -> &BuildInfo {
+        &self.inner.build
+    }
+
+    /// The `X-App-Signature` value.
+    pub fn app_signature(&self) -> &HeaderValue {
+        &self.inner.app_signature
+    }
+
+    /// When this process's state was built.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.inner.started_at
+    }
+
+    /// The CRM store, when one is connected.
+    pub fn store(&self) -> Option<&crm::Store> {
+        self.inner.store.as_ref()
+    }
+
+    /// The handler that receives upgraded Media Streams sockets.
+    pub fn media_handler(&self) -> Arc<dyn MediaStreamHandler> {
+        Arc::clone(&self.inner.media_handler)
+    }
+
+    /// Live Media Streams sessions.
+    pub fn sessions(&self) -> &SessionTracker {
+        &self.inner.sessions
+    }
+}
+
+/// The routes without layers or state, for composing more routes (WhatsApp, `/api/*`) before
+/// [`router`] adds the layers.
+pub fn routes() -> Router<EdgeState> {
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/version", get(handlers::version))
+        .route("/webhook/incoming_call", post(handlers::incoming_call))
+        .route("/webhook/stream_status", post(handlers::stream_status))
+        .route("/webhook/stream_ended", post(handlers::stream_ended))
+        .route("/ws/twilio-media", get(handlers::media_stream_upgrade))
+        .fallback(handlers::not_found)
+}
+
+/// The complete application: [`routes`] plus body limit, request ids, tracing, panic catching and
+/// `X-App-Signature` on every response (errors, 404 and the WebSocket 101 included).
+pub fn router(state: EdgeState) -> Router {
+    with_layers(routes(), state)
+}
+
+/// Adds the edge's layers and state to `routes` (which may include routes beyond [`routes()`]).
+pub fn with_layers(routes: Router<EdgeState>, state: EdgeState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(APP_SIGNATURE_HEADER),
+            state.app_signature().clone(),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+                })
+                .on_request(())
+                .on_response(|res: &Response<_>, latency: Duration, _span: &tracing::Span| {
+                    tracing::debug!(status = res.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
+                }),
+        )
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked; answered 500");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response_boxed()
+        }))
+        .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes));
+    routes.layer(layers).with_state(state)
+}
+
+trait IntoBoxedResponse {
+    fn into_response_boxed(self) -> Response<axum::body::Body>;
+}
+
+impl<T: axum::response::IntoResponse> IntoBoxedResponse for T {
+    fn into_response_boxed(self) -> Response<axum::body::Body> {
+        self.into_response()
+    }
+}
+
+/// What start-up prepared from the configuration.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The configuration, shared.
+    pub config: Arc<Config>,
+    /// The connected (and migrated) CRM store.
+    pub store: crm::Store,
+    /// Google credentials, when configured and valid.
+    pub google_credentials: Option<Arc<speech::GoogleCredentials>>,
+}
+
+/// Validates the Google credentials and connects the database. Configuration problems map to
+/// exit code 2 ([`StartupError::exit_code`]).
+pub async fn prepare(config: Config) -> Result<Prepared, StartupError> {
+    let speech = &config.speech;
+    let path = speech
+        .application_credentials_path
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    let google_credentials = speech::GoogleCredentials::from_env_values(
+        path.as_deref(),
+        speech.credentials_json.as_ref().map(|s| s.expose()),
+    )
+    .map_err(|e| StartupError::Credentials {
+        variable: if speech.application_credentials_path.is_some() {
+            "GOOGLE_APPLICATION_CREDENTIALS"
+        } else {
+            "GCP_CREDENTIALS_JSON"
+        },
+        reason: e.to_string(),
+    })?
+    .map(Arc::new);
+    let url = config.database_url.expose();
+    let store = crm::Store::connect(url)
+        .await
+        .map_err(|e| StartupError::Database {
+            url: redact_database_url(url),
+            reason: e.to_string(),
+        })?;
+    Ok(Prepared {
+        config: Arc::new(config),
+        store,
+        google_credentials,
+    })
+}
+
+/// Binds `0.0.0.0:$PORT` (or another address, for tests).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Media Streams sessions started over the server's life.
+    pub sessions_started: u64,
+    /// Sessions still running when the grace period ran out (ended by process exit).
+    pub sessions_cut_off: usize,
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then: stops accepting, lets
+/// live calls finish within `SHUTDOWN_GRACE_S`, closes (flushes) the database and returns.
+///
+/// Logs, in this order: `Listening at: http://ADDR`, `Health endpoints registered`, the
+/// one-line configuration summary, and a warning when Twilio signature checks are off.
+pub async fn serve(
+    listener: TcpListener,
+    state: EdgeState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ShutdownReport, StartupError> {
+    serve_router(listener, router(state.clone()), state, shutdown).await
+}
+
+/// [`serve`] with a router the caller built (e.g. [`with_layers`] over extra routes).
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    state: EdgeState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ShutdownReport, StartupError> {
+    let addr = listener.local_addr().map_err(StartupError::Serve)?;
+    tracing::info!("Listening at: http://{addr}");
+    tracing::info!("Health endpoints registered: GET /healthz, GET /readyz, GET /version");
+    tracing::info!("{}", state.config().summary_line());
+    if state.config().twilio.auth_token.is_none() {
+        tracing::warn!(
+            "TWILIO_AUTH_TOKEN is not set: Twilio webhook signatures are NOT checked; set it in production"
+        );
+    }
+
+    let stop_accepting = CancellationToken::new();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { server.await });
+
+    tokio::select! {
+        () = shutdown => {}
+        finished = &mut server => {
+            // The accept loop only ends on its own after an I/O error.
+            return match finished {
+                Ok(Err(e)) => Err(StartupError::Serve(e)),
+                Ok(Ok(())) => Err(StartupError::Serve(std::io::Error::other("server stopped unexpectedly"))),
+                Err(join) => Err(StartupError::Serve(std::io::Error::other(join.to_string()))),
+            };
+        }
+    }
+
+    let grace = state.config().server.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(
+        live_calls = state.sessions().live(),
+        "shutdown requested: no longer accepting connections; live calls may finish within {}s",
+        grace.as_secs()
+    );
+    stop_accepting.cancel();
+    let sessions_cut_off = state.sessions().drain(grace).await;
+    if sessions_cut_off > 0 {
+        tracing::warn!(
+            sessions_cut_off,
+            "grace period over: {sessions_cut_off} call(s) still live are cut off"
+        );
+    }
+    if tokio::time::timeout_at(deadline, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing remaining HTTP connections");
+        server.abort();
+    }
+    if let Some(store) = state.store() {
+        store.close().await;
+        tracing::info!("database closed");
+    }
+    let report = ShutdownReport {
+        sessions_started: state.sessions().started_total(),
+        sessions_cut_off,
+    };
+    tracing::info!(?report, "shutdown complete");
+    Ok(report)
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
