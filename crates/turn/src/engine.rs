@@ -947,8 +947,8 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
     }
 
     fn barge_in(&mut self, now: Instant, cause: BargeInCause, latency_ms: u64) {
-        self.cancel_generation();
         self.actions.push_back(Action::Clear);
+        self.cancel_generation();
         if let Some(agent) = self.agent.as_ref() {
             self.events.push_back(Event::BargeIn {
                 turn: agent.id,
