@@ -40,7 +40,6 @@ const SERVICE: &str = "Speech-to-Text";
 
 /// Speech-to-Text settings.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct SttConfig {
     /// `https://HOST` (TLS, credentials required) or `http://HOST:PORT` (plaintext h2c).
     pub endpoint: String,
@@ -116,7 +115,6 @@ impl SttConfig {
 
 /// What a recognition session reports.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum SttEvent {
     /// An interim hypothesis; `stability` (0..1) estimates how likely it is to stay.
     Partial {

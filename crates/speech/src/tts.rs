@@ -36,7 +36,6 @@ const SAMPLE_RATE_HZ: i32 = 8000;
 
 /// Text-to-Speech settings.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct TtsConfig {
     /// `https://HOST` (TLS, credentials required) or `http://HOST:PORT` (plaintext h2c).
     pub endpoint: String,
