@@ -1,5 +1,6 @@
 //! The framer turns arbitrary chunks into exact 20 ms frames without losing, duplicating or
 //! reordering a byte.
+#![allow(clippy::unwrap_used)]
 
 use mulaw::{FRAME_BYTES, Framer, SILENCE};
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! Bit-exactness against CPython 3.11 `audioop` over every possible input.
 //! Vectors: `tests/data/generate_golden.py` (see its docstring for the layout).
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 

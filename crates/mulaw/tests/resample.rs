@@ -1,5 +1,6 @@
 //! The resampler is band-limited: in-band tones keep frequency and energy, out-of-band tones
 //! and images are suppressed, and chunking does not change the output.
+#![allow(clippy::unwrap_used)]
 
 use mulaw::resample::Resampler;
 

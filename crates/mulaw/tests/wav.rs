@@ -1,4 +1,5 @@
 //! WAV parsing walks chunks, rejects truncation and wrong formats with typed errors.
+#![allow(clippy::unwrap_used)]
 
 use mulaw::Error;
 use mulaw::wav::{self, WavFormat, WavInfo};
