@@ -261,13 +261,14 @@ impl Speech for FakeSpeech {
                                     .await;
                             }
                         }
-                        if let Some((stream, after, code)) = script.fail_stream {
-                            if stream == index && received >= after {
-                                let _ = tx
-                                    .send(Err(Status::new(code, "stand-in stream failure")))
-                                    .await;
-                                return;
-                            }
+                        if let Some((stream, after, code)) = script.fail_stream
+                            && stream == index
+                            && received >= after
+                        {
+                            let _ = tx
+                                .send(Err(Status::new(code, "stand-in stream failure")))
+                                .await;
+                            return;
                         }
                     }
                     None => {}
