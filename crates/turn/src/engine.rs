@@ -1001,12 +1001,11 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
         }
     }
 
+    /// Idle runs whenever no end of utterance is pending — also while the VAD still believes
+    /// the caller is speaking (every voiced frame refreshes `last_caller_activity`, so this only
+    /// matters when caller audio stops arriving mid-speech: the engine must not wait forever).
     fn idle_due(&self) -> Option<Instant> {
-        if self.state != State::Listening
-            || self.agent.is_some()
-            || self.voice.speaking
-            || self.utterance.has_text()
-        {
+        if self.state != State::Listening || self.agent.is_some() || self.eou_due().is_some() {
             return None;
         }
         let since = match (self.listening_since, self.last_caller_activity) {
