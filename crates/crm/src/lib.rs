@@ -8,6 +8,9 @@
 //!   Every write that a retry can repeat (webhooks, the writer task) is idempotent.
 //! - [`CrmWriter`]: a bounded queue and writer task so the call path never waits on the
 //!   database; transient failures are retried with capped back-off, a full queue is logged.
+//! - [`whatsapp`]: inbound WhatsApp messages stored exactly once, status callbacks that never
+//!   move backwards, sends stored before they leave (Twilio Messages API or a WhatsApp Web
+//!   bridge), and a supervisor that keeps a bridge process running apart from crmd.
 //!
 //! What it deliberately does not do: HTTP routing, authentication and request parsing (the edge
 //! crate maps [`CrmError::http_status`] to responses), reading any clock inside the data model
@@ -15,8 +18,8 @@
 
 mod error;
 mod model;
-#[allow(dead_code)] // message helpers are used by the WhatsApp service (next commit)
 mod store;
+pub mod whatsapp;
 mod writer;
 
 pub use error::CrmError;

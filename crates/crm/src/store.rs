@@ -732,24 +732,28 @@ impl Store {
         message_from_row(&row)
     }
 
-    /// Moves the message `provider_sid` to `status` only if `status_rank` is ahead of the stored one.
+    /// Moves the message `provider_sid` to `status` (stored with `status_rank`) only if the
+    /// stored rank is below `advance_below_rank`; one statement, so concurrent callbacks
+    /// cannot move a message backwards.
     pub(crate) async fn apply_message_status(
         &self,
         provider_sid: &str,
         status: &str,
         status_rank: i64,
+        advance_below_rank: i64,
         error_code: Option<&str>,
         at_ms: i64,
     ) -> Result<StatusUpdate, CrmError> {
         let updated = sqlx::query(
             "UPDATE messages SET status = $1, status_rank = $2, error_code = COALESCE($3, error_code), \
-                 updated_at_ms = $4 WHERE provider_sid = $5 AND status_rank < $2",
+                 updated_at_ms = $4 WHERE provider_sid = $5 AND status_rank < $6",
         )
         .bind(status)
         .bind(status_rank)
         .bind(error_code)
         .bind(at_ms)
         .bind(provider_sid)
+        .bind(advance_below_rank)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() > 0 {
