@@ -1,0 +1,278 @@
+//! Real-time pacing of outbound audio: a small lead at Twilio, drift-free over a long call.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use turn::TurnId;
+
+/// Bytes in one 20 ms frame of 8 kHz mu-law.
+const FRAME_BYTES: usize = mulaw::FRAME_BYTES;
+
+/// Duration of `bytes` of 8 kHz mu-law (125 µs per byte), exact.
+fn mulaw_span(bytes: u64) -> Duration {
+    Duration::from_micros(bytes.saturating_mul(125))
+}
+
+/// Something queued for the socket, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// One frame (20 ms, the last of a clip may be shorter) of agent audio.
+    Media {
+        /// The agent turn it belongs to.
+        turn: TurnId,
+        /// Headerless mu-law.
+        payload: Bytes,
+    },
+    /// A Twilio mark, sent once every frame queued before it has been sent.
+    Mark {
+        /// The agent turn it belongs to.
+        turn: TurnId,
+        /// The mark's name.
+        name: String,
+    },
+}
+
+/// Queues agent audio and releases it frame by frame in real time.
+///
+/// Frame `k` of a contiguous run is due at `t0 + offset_k - lead`, where `offset_k` is the
+/// audio duration queued before it (exact, from the byte count) and `t0` the moment the run
+/// began. Schedules are computed from `t0`, never by adding "20 ms" to the previous send, so
+/// the clock does not drift however long the call is, and Twilio never holds much more than
+/// `lead` of our audio: a `clear` silences us within about `lead`. When the queue runs dry and
+/// Twilio has played everything (`now` past the run's end), the next audio starts a new run.
+/// Marks go out as soon as every frame before them has been sent. Sans-IO: the driver asks
+/// [`poll_send`](Self::poll_send) after every input and sleeps until
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct Pacer {
+    queue: VecDeque<Outgoing>,
+    lead: Duration,
+    run: Option<Run>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    t0: Instant,
+    sent_bytes: u64,
+}
+
+impl Run {
+    fn due(&self, lead: Duration) -> Instant {
+        let at = self.t0 + mulaw_span(self.sent_bytes);
+        at.checked_sub(lead).unwrap_or(at)
+    }
+
+    fn playout_end(&self) -> Instant {
+        self.t0 + mulaw_span(self.sent_bytes)
+    }
+}
+
+impl Pacer {
+    /// A pacer that keeps about `lead` of audio queued at Twilio (60-100 ms recommended).
+    pub fn new(lead: Duration) -> Self {
+        Pacer {
+            queue: VecDeque::new(),
+            lead,
+            run: None,
+        }
+    }
+
+    /// Queue `audio` of `turn`, cut into 20 ms frames (no copy).
+    pub fn push_audio(&mut self, turn: TurnId, audio: &Bytes) {
+        let mut offset = 0;
+        while offset < audio.len() {
+            let end = (offset + FRAME_BYTES).min(audio.len());
+            self.queue.push_back(Outgoing::Media {
+                turn,
+                payload: audio.slice(offset..end),
+            });
+            offset = end;
+        }
+    }
+
+    /// Queue a mark after everything queued so far.
+    pub fn push_mark(&mut self, turn: TurnId, name: String) {
+        self.queue.push_back(Outgoing::Mark { turn, name });
+    }
+
+    /// Insert a mark right after the first queued frame of `turn` that is still waiting.
+    /// Returns false when no frame of `turn` is queued.
+    pub fn insert_mark_after_first_frame(&mut self, turn: TurnId, name: String) -> bool {
+        let position = self
+            .queue
+            .iter()
+            .position(|item| matches!(item, Outgoing::Media { turn: t, .. } if *t == turn));
+        match position {
+            Some(index) => {
+                self.queue.insert(index + 1, Outgoing::Mark { turn, name });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop everything queued (Twilio `clear`); returns how many frames were dropped. The next
+    /// audio starts a new run.
+    pub fn clear(&mut self) -> usize {
+        let frames = self
+            .queue
+            .iter()
+            .filter(|item| matches!(item, Outgoing::Media { .. }))
+            .count();
+        self.queue.clear();
+        self.run = None;
+        frames
+    }
+
+    /// The next item due at `now`, if any. Call until it returns `None`.
+    pub fn poll_send(&mut self, now: Instant) -> Option<Outgoing> {
+        match self.queue.front()? {
+            Outgoing::Mark { .. } => self.queue.pop_front(),
+            Outgoing::Media { payload, .. } => {
+                let len = payload.len() as u64;
+                let run = match self.run {
+                    Some(run) if run.playout_end() >= now => run,
+                    // Idle (or Twilio has played everything): a new run starts now.
+                    _ => Run {
+                        t0: now,
+                        sent_bytes: 0,
+                    },
+                };
+                if run.due(self.lead) > now {
+                    self.run = Some(run);
+                    return None;
+                }
+                self.run = Some(Run {
+                    t0: run.t0,
+                    sent_bytes: run.sent_bytes + len,
+                });
+                self.queue.pop_front()
+            }
+        }
+    }
+
+    /// When the next queued item becomes due (`now` if it already is); `None` when nothing is
+    /// queued.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        match (self.queue.front()?, self.run) {
+            (Outgoing::Media { .. }, Some(run)) if run.playout_end() >= now => {
+                Some(run.due(self.lead).max(now))
+            }
+            _ => Some(now),
+        }
+    }
+
+    /// Whether anything is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When Twilio will have played everything sent so far (`None` when idle).
+    pub fn playout_end(&self) -> Option<Instant> {
+        self.run.map(|run| run.playout_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audio(ms: usize) -> Bytes {
+        Bytes::from(vec![0x55u8; ms * 8])
+    }
+
+    /// Drive the pacer at exactly its own deadlines and return the send times of media frames.
+    fn send_times(p: &mut Pacer, start: Instant, limit: usize) -> Vec<Duration> {
+        let mut now = start;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            while let Some(item) = p.poll_send(now) {
+                if matches!(item, Outgoing::Media { .. }) {
+                    out.push(now - start);
+                }
+            }
+            match p.poll_timeout(now) {
+                Some(next) if next > now => now = next,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lead_is_sent_at_once_then_one_frame_per_20ms() {
+        let mut p = Pacer::new(Duration::from_millis(80));
+        p.push_audio(TurnId(1), &audio(200));
+        let times = send_times(&mut p, Instant::now(), 100);
+        assert_eq!(times.len(), 10);
+        // Frames at offsets 0..=80 ms are due at once; then frame k at k*20 - 80 ms.
+        let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![0, 0, 0, 0, 0, 20, 40, 60, 80, 100]);
+    }
+
+    #[test]
+    fn an_hour_of_audio_does_not_drift() {
+        let mut p = Pacer::new(Duration::from_millis(80));
+        let frames = 3600 * 50;
+        p.push_audio(TurnId(1), &audio(frames * 20));
+        // Serve the pacer late by a varying jitter: the schedule must stay anchored at t0.
+        let start = Instant::now();
+        let mut now = start;
+        let mut sent = 0usize;
+        let mut last_send = Duration::ZERO;
+        let mut jitter = 0u64;
+        while sent < frames {
+            while let Some(item) = p.poll_send(now) {
+                assert!(matches!(item, Outgoing::Media { .. }));
+                sent += 1;
+                last_send = now - start;
+            }
+            if let Some(next) = p.poll_timeout(now) {
+                jitter = (jitter * 7 + 3) % 5; // 0..4 ms late, deterministic
+                now = next.max(now) + Duration::from_millis(jitter);
+            }
+        }
+        let expected_last = Duration::from_millis((frames as u64 - 1) * 20 - 80);
+        let error = last_send.abs_diff(expected_last);
+        assert!(
+            error <= Duration::from_millis(5),
+            "last frame sent at {last_send:?}, schedule says {expected_last:?}"
+        );
+    }
+
+    #[test]
+    fn marks_follow_their_audio_and_clear_drops_everything() {
+        let mut p = Pacer::new(Duration::from_millis(60));
+        let t = TurnId(3);
+        p.push_audio(t, &audio(100));
+        p.push_mark(t, "t3-0".into());
+        assert!(p.insert_mark_after_first_frame(t, "t3-first".into()));
+        let start = Instant::now();
+        let mut items = Vec::new();
+        while let Some(item) = p.poll_send(start) {
+            items.push(item);
+        }
+        // 60 ms lead: frames at offsets 0, 20, 40, 60 due now; the first-frame mark after frame 1.
+        assert!(matches!(&items[1], Outgoing::Mark { name, .. } if name == "t3-first"));
+        assert_eq!(items.len(), 5);
+        assert_eq!(p.clear(), 1, "one frame was still waiting");
+        assert!(p.is_empty());
+        assert!(p.poll_send(start + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn a_gap_after_playout_starts_a_new_run() {
+        let mut p = Pacer::new(Duration::from_millis(80));
+        let start = Instant::now();
+        p.push_audio(TurnId(1), &audio(40));
+        assert_eq!(send_times(&mut p, start, 10).len(), 2);
+        // Twilio finishes at start + 40 ms; new audio at +1 s starts fresh with its lead.
+        let later = start + Duration::from_secs(1);
+        p.push_audio(TurnId(2), &audio(200));
+        let times = send_times(&mut p, later, 100);
+        let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![0, 0, 0, 0, 0, 20, 40, 60, 80, 100]);
+    }
+}
