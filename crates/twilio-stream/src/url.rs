@@ -112,6 +112,19 @@ impl std::str::FromStr for PublicBaseUrl {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for PublicBaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for PublicBaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl PublicBaseUrl {
     /// Parse a configured base URL such as `https://voice.example.com/` or
     /// `https://example.com/crmd` (trailing slash optional).

@@ -326,3 +326,49 @@ fn outbound_strings_are_json_escaped() {
     assert_eq!(value["mark"]["name"], name);
     assert_eq!(value["streamSid"], "MZ\"1");
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use twilio_stream::media::{InboundMessage, clear_json, mark_json, media_json, parse_inbound};
+
+    proptest! {
+        #[test]
+        fn outbound_json_round_trips_any_ids_and_audio(
+            stream_sid in any::<String>(),
+            name in any::<String>(),
+            audio in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let mark: serde_json::Value = serde_json::from_str(&mark_json(&stream_sid, &name)).unwrap();
+            prop_assert_eq!(mark["streamSid"].as_str(), Some(stream_sid.as_str()));
+            prop_assert_eq!(mark["mark"]["name"].as_str(), Some(name.as_str()));
+            let clear: serde_json::Value = serde_json::from_str(&clear_json(&stream_sid)).unwrap();
+            prop_assert_eq!(clear["event"].as_str(), Some("clear"));
+
+            let media = media_json(&stream_sid, &audio);
+            let inbound = media.replacen(r#""media":{"#, r#""media":{"chunk":"1","timestamp":"0","#, 1);
+            match parse_inbound(&inbound) {
+                Ok(InboundMessage::Media(parsed)) => {
+                    prop_assert_eq!(&parsed.payload[..], &audio[..]);
+                    prop_assert_eq!(parsed.stream_sid, stream_sid);
+                }
+                other => prop_assert!(false, "did not re-parse: {:?}", other),
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = parse_inbound(&text);
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(
+            event in "(media|start|stop|dtmf|mark|[a-z]{1,8})",
+            field in "(media|start|stop|dtmf|mark|streamSid)",
+            value in prop_oneof![Just("1".to_owned()), Just("\"x\"".to_owned()), Just("{}".to_owned()), Just("null".to_owned()),
+                                  Just(r#"{"chunk":"1","timestamp":"2","payload":"AA"}"#.to_owned())],
+        ) {
+            let text = format!(r#"{{"event":"{event}","streamSid":"MZ1","{field}":{value}}}"#);
+            let _ = parse_inbound(&text);
+        }
+    }
+}

@@ -204,3 +204,26 @@ proptest! {
         prop_assert_eq!(unescape(&escaped), allowed);
     }
 }
+
+#[test]
+fn base_url_reads_from_configuration_text() {
+    let base: PublicBaseUrl = serde_json::from_str(r#""https://voice.example.com/crmd""#).unwrap();
+    assert_eq!(
+        serde_json::to_string(&base).unwrap(),
+        r#""https://voice.example.com/crmd/""#
+    );
+    assert_eq!(
+        format!("{base:?}"),
+        r#"PublicBaseUrl("https://voice.example.com/crmd/")"#
+    );
+    let err =
+        serde_json::from_str::<PublicBaseUrl>(r#""https://voice.example.com/?x=1""#).unwrap_err();
+    assert!(err.to_string().contains("query string"));
+    assert_eq!(
+        "https://a.example"
+            .parse::<PublicBaseUrl>()
+            .unwrap()
+            .https("/b"),
+        "https://a.example/b"
+    );
+}
