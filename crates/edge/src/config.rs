@@ -549,13 +549,13 @@ fn server_settings(vars: &Vars) -> Result<ServerSettings, ConfigError> {
         None => None,
     };
     let deploy_id = vars.string("DEPLOY_ID");
-    if let Some(id) = &deploy_id {
-        if id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ConfigError::invalid(
-                "DEPLOY_ID",
-                "must be at most 128 visible ASCII characters without spaces (it goes into a response header)",
-            ));
-        }
+    if let Some(id) = &deploy_id
+        && (id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(ConfigError::invalid(
+            "DEPLOY_ID",
+            "must be at most 128 visible ASCII characters without spaces (it goes into a response header)",
+        ));
     }
     let max_body_bytes = vars.number(
         "MAX_BODY_BYTES",
@@ -605,16 +605,15 @@ fn database_url(vars: &Vars) -> Result<Secret, ConfigError> {
 
 fn twilio_settings(vars: &Vars) -> Result<TwilioSettings, ConfigError> {
     let account_sid = vars.string("TWILIO_ACCOUNT_SID");
-    if let Some(sid) = &account_sid {
-        if !(sid.starts_with("AC")
+    if let Some(sid) = &account_sid
+        && !(sid.starts_with("AC")
             && sid.len() == 34
             && sid.chars().all(|c| c.is_ascii_alphanumeric()))
-        {
-            return Err(ConfigError::invalid(
-                "TWILIO_ACCOUNT_SID",
-                "must be AC followed by 32 hex characters (Twilio console, Account Info)",
-            ));
-        }
+    {
+        return Err(ConfigError::invalid(
+            "TWILIO_ACCOUNT_SID",
+            "must be AC followed by 32 hex characters (Twilio console, Account Info)",
+        ));
     }
     let api_base = vars
         .http_url("TWILIO_API_BASE")?
@@ -955,6 +954,28 @@ mod tests {
         assert_eq!(c.server.deploy_id.as_deref(), Some("from-process"));
         let missing = collect_vars(&dir.path().join("absent.env"), Vec::new()).unwrap();
         assert!(missing.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_env_example_is_valid_and_lists_every_variable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.env.example");
+        let vars = collect_vars(&path, Vec::new()).unwrap();
+        let c = Config::from_vars(vars.clone()).unwrap();
+        assert_eq!(c.server.port, 8080);
+        let source = include_str!("config.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap();
+        // Every variable this module reads (a quoted upper-case name) appears in .env.example.
+        let names: std::collections::BTreeSet<&str> = source
+            .split('"')
+            .filter(|s| s.len() > 3 && s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .filter(|s| s.contains('_') || *s == "PORT" || *s == "RESPONDER")
+            .collect();
+        let listed: std::collections::BTreeSet<&str> =
+            vars.iter().map(|(k, _)| k.as_str()).collect();
+        let missing: Vec<_> = names.iter().filter(|n| !listed.contains(*n)).collect();
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     }
 
     #[test]

@@ -80,11 +80,11 @@ pub enum StartupError {
     #[error("configuration error: {0}")]
     Config(#[from] ConfigError),
     /// Google credentials set but unusable: exit code 2.
-    #[error("configuration error: {variable}: {reason}")]
+    #[error("configuration error: {reason}")]
     Credentials {
         /// `GOOGLE_APPLICATION_CREDENTIALS` or `GCP_CREDENTIALS_JSON`.
         variable: &'static str,
-        /// What is wrong (never the key).
+        /// What is wrong, naming the variable (never the key).
         reason: String,
     },
     /// The database could not be opened or migrated.

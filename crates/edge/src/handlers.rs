@@ -20,6 +20,11 @@ use crate::twilio_form::TwilioForm;
 /// How long a webhook waits for its CRM write before answering Twilio anyway (the write goes on).
 const CRM_WRITE_WAIT: Duration = Duration::from_secs(3);
 
+/// `GET /`: 200 and a pointer to the useful endpoints (platforms that health-check `/` pass too).
+pub async fn root() -> &'static str {
+    "crmd: see /healthz, /readyz and /version\n"
+}
+
 /// `GET /healthz`: liveness only, no database round trip.
 pub async fn healthz() -> &'static str {
     "ok"

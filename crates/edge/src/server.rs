@@ -119,6 +119,7 @@ impl EdgeState {
 /// [`router`] adds the layers.
 pub fn routes() -> Router<EdgeState> {
     Router::new()
+        .route("/", get(handlers::root))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/version", get(handlers::version))
@@ -201,13 +202,19 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartupError> {
         path.as_deref(),
         speech.credentials_json.as_ref().map(|s| s.expose()),
     )
-    .map_err(|e| StartupError::Credentials {
-        variable: if speech.application_credentials_path.is_some() {
+    .map_err(|e| {
+        let variable = if speech.application_credentials_path.is_some() {
             "GOOGLE_APPLICATION_CREDENTIALS"
         } else {
             "GCP_CREDENTIALS_JSON"
-        },
-        reason: e.to_string(),
+        };
+        let reason = e.to_string();
+        let reason = if reason.contains(variable) {
+            reason
+        } else {
+            format!("{variable}: {reason}")
+        };
+        StartupError::Credentials { variable, reason }
     })?
     .map(Arc::new);
     let url = config.database_url.expose();
@@ -265,7 +272,7 @@ pub async fn serve_router(
 ) -> Result<ShutdownReport, StartupError> {
     let addr = listener.local_addr().map_err(StartupError::Serve)?;
     tracing::info!("Listening at: http://{addr}");
-    tracing::info!("Health endpoints registered: GET /healthz, GET /readyz, GET /version");
+    tracing::info!("Health endpoints registered: GET /healthz, GET /readyz, GET /version, GET /");
     tracing::info!("{}", state.config().summary_line());
     if state.config().twilio.auth_token.is_none() {
         tracing::warn!(

@@ -74,12 +74,11 @@ async fn readyz_checks_the_database_and_names_missing_speech() {
     server.store.close().await;
     let res = client().get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
-    assert_eq!(
+    assert!(
         res.headers()["x-app-signature"]
             .to_str()
             .unwrap()
-            .starts_with("crmd/0.1.0"),
-        true
+            .starts_with("crmd/0.1.0")
     );
     let json: serde_json::Value = res.json().await.unwrap();
     assert!(
@@ -113,6 +112,15 @@ async fn unknown_paths_and_wrong_methods_still_carry_the_signature() {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn root_answers_200_for_platforms_that_health_check_slash() {
+    let server = TestServer::start(&[]).await;
+    let res = client().get(server.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("/healthz"));
     server.shut_down().await;
 }
 
