@@ -21,6 +21,8 @@ const AGENT_SENTENCES_KEPT: usize = 16;
 /// An echo shorter than this many words must match a whole agent sentence; a longer one may be
 /// any part of what the agent said.
 const ECHO_MIN_WORDS_FOR_PART: usize = 4;
+/// How long after answering from a partial the closing STT final is expected.
+const CONSUMED_PARTIAL_TTL_MS: u32 = 5000;
 
 fn after(t: Instant, ms: u32) -> Instant {
     // Adding at most a couple of minutes to a real Instant cannot overflow; fall back to `t`.
@@ -183,7 +185,10 @@ pub struct TurnEngine<V = EnergyVad> {
     agent_sentences: VecDeque<String>,
     greeting_sentences: Vec<String>,
     pending_dtmf: String,
-    consumed_partial: Option<String>,
+    /// The partial an answer was built from (normalised) and when: the STT final closing that
+    /// segment must not be answered again. Forgotten after `CONSUMED_PARTIAL_TTL_MS` in case
+    /// the STT never sends that final.
+    consumed_partial: Option<(String, Instant)>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
 }
@@ -339,10 +344,11 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
         if !self.accepts(now) {
             return;
         }
-        if self.consumed_partial.is_some()
-            || normalize(text).is_empty()
-            || self.state == State::Speaking
-        {
+        let closing_answered_segment = self
+            .consumed_partial
+            .as_ref()
+            .is_some_and(|(_, at)| now < after(*at, CONSUMED_PARTIAL_TTL_MS));
+        if closing_answered_segment || normalize(text).is_empty() || self.state == State::Speaking {
             return;
         }
         let text = text.trim().to_owned();
@@ -360,7 +366,11 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
             return;
         }
         let mut text = text.trim().to_owned();
-        if let Some(consumed) = self.consumed_partial.take() {
+        if let Some((consumed, _)) = self
+            .consumed_partial
+            .take()
+            .filter(|(_, at)| now < after(*at, CONSUMED_PARTIAL_TTL_MS))
+        {
             // This final closes the segment already answered from its partial; keep only words
             // the caller added after that partial.
             match words_after_prefix(&text, &consumed) {
@@ -971,7 +981,6 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
         };
         self.end_turn(now, TurnOutcome::Superseded);
         self.last_answered = last_answered_before;
-        self.consumed_partial = None;
         match input {
             Some(CallerInput::Speech { text }) => {
                 let mut merged = text;
@@ -1067,8 +1076,10 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
             .map_or(0, |since| millis_between(since, now));
         let consumed = match source {
             TranscriptSource::Final => None,
-            _ => self.utterance.partial.as_deref().map(normalize),
-        };
+            TranscriptSource::StablePartial => self.utterance.stable_partial.as_deref(),
+            TranscriptSource::LatestPartial => self.utterance.partial.as_deref(),
+        }
+        .map(|partial| (normalize(partial), now));
         self.utterance.clear();
         let normalized = normalize(&text);
         if normalized.is_empty() {
