@@ -11,6 +11,8 @@
 //! - [`whatsapp`]: inbound WhatsApp messages stored exactly once, status callbacks that never
 //!   move backwards, sends stored before they leave (Twilio Messages API or a WhatsApp Web
 //!   bridge), and a supervisor that keeps a bridge process running apart from crmd.
+//! - [`recording`]: a call's audio as stereo Ogg Opus (caller left, agent right) written to a
+//!   file as the call goes, then referenced from the call.
 //!
 //! What it deliberately does not do: HTTP routing, authentication and request parsing (the edge
 //! crate maps [`CrmError::http_status`] to responses), reading any clock inside the data model
@@ -18,6 +20,7 @@
 
 mod error;
 mod model;
+pub mod recording;
 mod store;
 pub mod whatsapp;
 mod writer;

@@ -1,0 +1,104 @@
+//! Recordings: a real Ogg Opus file on disk, referenced from the call in the store.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use crm::recording::{CallRecorder, RecordingTask};
+
+/// 20 ms of a 440 Hz tone (mu-law), starting at sample `offset`.
+fn tone_frame(offset: usize, freq: f64) -> Vec<u8> {
+    let samples: Vec<i16> = (0..160)
+        .map(|i| {
+            let t = (offset + i) as f64 / 8000.0;
+            (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+        })
+        .collect();
+    mulaw::encode(&samples)
+}
+
+fn assert_ogg_opus(bytes: &[u8]) {
+    assert_eq!(&bytes[..4], b"OggS");
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"OpusHead") && has(b"OpusTags"));
+    // OpusHead channel count (byte 9 after the magic) is 2: caller left, agent right.
+    let head = bytes.windows(8).position(|w| w == b"OpusHead").unwrap();
+    assert_eq!(bytes[head + 9], 2);
+    // The last page carries the end-of-stream flag (header_type bit 0x04).
+    let last_page = bytes.windows(4).rposition(|w| w == b"OggS").unwrap();
+    assert_eq!(bytes[last_page + 5] & 0x04, 0x04, "EOS page");
+}
+
+#[tokio::test]
+async fn call_recorder_writes_a_complete_file_and_attaches_it() {
+    let db = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = CallRecorder::create(&dir.path().join("recordings"), "CA80").unwrap();
+    assert!(
+        dir.path().join("recordings/CA80.ogg.part").exists(),
+        "written as the call goes"
+    );
+    for frame in 0..150u64 {
+        rec.push_caller(frame * 20, &tone_frame(frame as usize * 160, 440.0))
+            .unwrap();
+    }
+    // The agent speaks from 1 s to 2 s.
+    for frame in 50..100u64 {
+        rec.push_agent(frame * 20, &tone_frame(frame as usize * 160, 660.0))
+            .unwrap();
+    }
+    let new = rec.finish(99_000).unwrap();
+    assert_eq!(new.duration_ms, Some(3_000));
+    assert_eq!(new.codec, "opus");
+    let bytes = std::fs::read(&new.path).unwrap();
+    assert_eq!(new.size_bytes, Some(bytes.len() as i64));
+    assert!(!dir.path().join("recordings/CA80.ogg.part").exists());
+    assert_ogg_opus(&bytes);
+
+    db.store.attach_recording(&new).await.unwrap();
+    let stored = db.store.get_recording("CA80").await.unwrap();
+    assert_eq!(stored.path, new.path);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn recording_task_keeps_audio_off_the_call_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = RecordingTask::start(dir.path(), "CA81", 1_000).unwrap();
+    for frame in 0..100u64 {
+        task.push_caller(frame * 20, &tone_frame(frame as usize * 160, 300.0));
+        task.push_agent(frame * 20 + 5, &tone_frame(frame as usize * 160, 500.0));
+    }
+    assert_eq!(task.stats().dropped_chunks, 0);
+    let new = task.finish(5).await.unwrap();
+    assert!(
+        (2_000..=2_020).contains(&new.duration_ms.unwrap()),
+        "{new:?}"
+    );
+    assert_ogg_opus(&std::fs::read(&new.path).unwrap());
+}
+
+#[tokio::test]
+async fn recording_task_dropped_without_finish_still_closes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = RecordingTask::start(dir.path(), "CA82", 10).unwrap();
+    task.push_caller(0, &tone_frame(0, 300.0));
+    drop(task);
+    // The blocking thread finishes on its own; wait (bounded) for the rename.
+    let done = dir.path().join("CA82.ogg");
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !done.exists() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn bad_call_sid_cannot_escape_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["../etc/passwd", "", "CA/1", "CA 1"] {
+        let err = CallRecorder::create(dir.path(), bad).unwrap_err();
+        assert_eq!(err.http_status(), 400, "{bad:?}");
+    }
+}
