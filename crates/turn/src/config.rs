@@ -10,8 +10,9 @@ pub struct TurnConfig {
     pub eou_ms: u32,
     /// Voiced audio required before the caller counts as speaking (20..=1000, default 100).
     pub speech_start_ms: u32,
-    /// Unvoiced audio that ends the caller's speech (20..=1000, default 100). The end-of-utterance
-    /// silence is counted from the start of this unvoiced run, so it is part of `eou_ms`.
+    /// Unvoiced audio that ends the caller's speech (20..=`eou_ms`, default 100). The
+    /// end-of-utterance silence is counted from the start of this unvoiced run, so it is part
+    /// of `eou_ms`.
     pub speech_end_ms: u32,
     /// Voiced audio that interrupts the agent while it speaks (40..=2000, default 150; at least
     /// `speech_start_ms`).
@@ -146,6 +147,14 @@ impl TurnConfig {
                 value: f64::from(self.stable_partial_min),
                 min: 0.0,
                 max: 1.0,
+            });
+        }
+        if self.speech_end_ms > self.eou_ms {
+            return Err(ConfigError::OutOfRange {
+                field: "speech_end_ms",
+                value: f64::from(self.speech_end_ms),
+                min: 20.0,
+                max: f64::from(self.eou_ms),
             });
         }
         if self.barge_in_ms < self.speech_start_ms {
