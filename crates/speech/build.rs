@@ -18,6 +18,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // protox bundles google/protobuf/*.proto (Duration, Any, BoolValue); prost maps those to
     // `prost_types` / Rust primitives by default.
     let service_descriptors = protox::compile(SERVICE_PROTOS, [&proto_root])?;
+    // Kept for the wire-number test, which checks every field against Google's table.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("speech_descriptors.bin"),
+        prost::Message::encode_to_vec(&service_descriptors),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
