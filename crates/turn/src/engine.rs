@@ -383,21 +383,36 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
             }
         }
         let normalized = normalize(&text);
-        if normalized.is_empty() {
-            self.ignore(now, IgnoredInput::EmptyTranscript);
+        let rejection = if normalized.is_empty() {
+            Some(IgnoredInput::EmptyTranscript)
         } else if self.is_echo(&normalized) {
-            self.ignore(now, IgnoredInput::EchoOfAgent);
+            Some(IgnoredInput::EchoOfAgent)
         } else if self.state == State::Speaking {
-            self.ignore(now, IgnoredInput::WhileAgentSpeaking);
-        } else if self.reply_not_yet_audible() {
-            if self.last_answered.as_deref() == Some(normalized.as_str()) {
-                self.ignore(now, IgnoredInput::DuplicateCallerText);
-            } else {
-                self.supersede(now, false);
+            Some(IgnoredInput::WhileAgentSpeaking)
+        } else if self.reply_not_yet_audible()
+            && self.last_answered.as_deref() == Some(normalized.as_str())
+        {
+            Some(IgnoredInput::DuplicateCallerText)
+        } else {
+            None
+        };
+        match rejection {
+            Some(reason) => {
+                // A final closes its segment: the partials that led to it go with it, and so
+                // does the silence clock they may have started.
+                self.utterance.partial = None;
+                self.utterance.stable_partial = None;
+                if !self.utterance.has_text() {
+                    self.utterance.silence_since = None;
+                }
+                self.ignore(now, reason);
+            }
+            None => {
+                if self.reply_not_yet_audible() {
+                    self.supersede(now, false);
+                }
                 self.add_final(now, &text);
             }
-        } else {
-            self.add_final(now, &text);
         }
         self.drive(now);
     }
@@ -1083,6 +1098,10 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
         self.utterance.clear();
         let normalized = normalize(&text);
         if normalized.is_empty() {
+            return;
+        }
+        if self.is_echo(&normalized) {
+            self.ignore(now, IgnoredInput::EchoOfAgent);
             return;
         }
         if self.last_answered.as_deref() == Some(normalized.as_str()) {
