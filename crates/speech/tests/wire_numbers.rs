@@ -58,11 +58,11 @@ fn collect_message(prefix: &str, message: &DescriptorProto, compiled: &mut Compi
             }
             scalar => rendered.push_str(scalar_name(scalar)),
         }
-        if let Some(index) = field.oneof_index {
-            if !field.proto3_optional() {
-                let oneof = message.oneof_decl[usize::try_from(index).unwrap()].name();
-                rendered.push_str(&format!(" (oneof {oneof})"));
-            }
+        if let Some(index) = field.oneof_index
+            && !field.proto3_optional()
+        {
+            let oneof = message.oneof_decl[usize::try_from(index).unwrap()].name();
+            rendered.push_str(&format!(" (oneof {oneof})"));
         }
         if field
             .options
