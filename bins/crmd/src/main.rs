@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout);
     match config.server.log_format {
         LogFormat::Json => logs.json().init(),
@@ -55,6 +56,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError> {
+    // Registered first, so SIGTERM during start-up still ends in a graceful exit.
+    let shutdown = edge::shutdown_signal();
     tracing::info!(
         "crmd starting: entry point {}, version {} (commit {}, built {}, marker {})",
         build.entry_point,
@@ -74,6 +77,6 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
     let media = Arc::new(OfflineFallbackHandler::default());
     let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), media);
     let listener = edge::bind(bind_addr).await?;
-    edge::serve(listener, state, edge::shutdown_signal()).await?;
+    edge::serve(listener, state, shutdown).await?;
     Ok(())
 }
