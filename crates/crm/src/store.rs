@@ -594,19 +594,30 @@ impl Store {
 
     // ----------------------------------------------------------------------------- messages
 
-    /// Messages exchanged with the contact `phone_e164`, newest first. Unknown contact: 404.
+    /// Messages exchanged with the contact `phone`, newest first. Unknown contact: 404.
+    ///
+    /// `phone` usually comes from a query string, so it is normalized leniently: `whatsapp:`,
+    /// spaces and dashes are dropped, and a `+` that form-decoding turned into a space is restored.
     pub async fn list_messages(
         &self,
-        phone_e164: &str,
+        phone: &str,
         page: PageRequest,
     ) -> Result<Page<Message>, CrmError> {
         let page = page.validated()?;
+        let trimmed = phone.trim();
+        let restored = if trimmed.starts_with(|c: char| c.is_ascii_digit() && c != '0') {
+            format!("+{trimmed}")
+        } else {
+            trimmed.to_owned()
+        };
+        let phone_e164 = twilio_stream::phone::normalize_e164(&restored)
+            .map_err(|e| CrmError::invalid("contact", e.to_string()))?;
         let contact = self
-            .find_contact_by_phone(phone_e164)
+            .find_contact_by_phone(phone_e164.as_str())
             .await?
             .ok_or_else(|| CrmError::NotFound {
                 what: "contact",
-                id: phone_e164.to_owned(),
+                id: phone_e164.as_str().to_owned(),
             })?;
         let mut binds = vec![Bind::Int(contact.id)];
         let mut conditions = vec!["contact_id = $1".to_owned()];

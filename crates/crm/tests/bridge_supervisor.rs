@@ -51,27 +51,23 @@ async fn missing_program_is_reported_and_retried() {
 
 #[tokio::test]
 async fn shutdown_kills_a_running_bridge() {
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("pid");
-    let supervisor = BridgeSupervisor::spawn(
-        &format!("echo $$ > {}; exec sleep 600", pid_file.display()),
-        quick(),
-    );
+    let supervisor = BridgeSupervisor::spawn("exec sleep 600", quick());
     let mut stats = supervisor.watch_stats();
     tokio::time::timeout(GUARD, stats.wait_for(|s| s.running))
         .await
         .unwrap()
         .unwrap();
+    let pid = supervisor.stats().pid.unwrap();
     tokio::time::timeout(GUARD, supervisor.shutdown())
         .await
         .unwrap();
     let s = stats.borrow().clone();
     assert!(!s.running);
     assert_eq!((s.starts, s.exits), (1, 0), "a stop is not a crash");
-    // The process is gone (it may take a moment to be reaped; kill -0 then fails).
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    // shutdown() kills and reaps the child: the pid no longer exists.
     let alive = std::process::Command::new("kill")
-        .args(["-0", pid.trim()])
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success();

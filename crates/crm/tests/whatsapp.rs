@@ -215,6 +215,27 @@ async fn send_is_stored_as_sent_with_provider_sid(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(listed.items, vec![msg]);
+    // `?contact=+972…` unencoded arrives as " 972…"; `whatsapp:` and separators are tolerated.
+    for spelled in [
+        " 972501234567",
+        "whatsapp:+972501234567",
+        "+972 50-123-4567",
+    ] {
+        let again = db
+            .store
+            .list_messages(spelled, PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(again.items.len(), 1, "{spelled:?}");
+    }
+    for bad in ["abc", "0501234567", ""] {
+        let err = db
+            .store
+            .list_messages(bad, PageRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.http_status(), 400, "{bad:?}");
+    }
 }
 
 async fn transient_failures_are_retried_then_sent(db: &TestDb) {

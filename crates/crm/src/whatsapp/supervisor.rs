@@ -44,6 +44,8 @@ pub struct SupervisorStats {
     pub last_exit: Option<String>,
     /// A process is running now.
     pub running: bool,
+    /// Process id of the running (or last) bridge.
+    pub pid: Option<u32>,
 }
 
 /// Handle to the supervisor task. Dropping it stops the bridge (the child is killed on drop).
@@ -111,9 +113,11 @@ async fn supervise(
         let outcome = match cmd.spawn() {
             Err(e) => format!("spawn failed: {e}"),
             Ok(mut child) => {
+                let pid = child.id();
                 stats.send_modify(|s| {
                     s.starts += 1;
                     s.running = true;
+                    s.pid = pid;
                 });
                 tracing::info!(pid = child.id(), "WhatsApp bridge started");
                 if let Some(out) = child.stdout.take() {
