@@ -21,6 +21,9 @@ const AGENT_SENTENCES_KEPT: usize = 16;
 /// An echo shorter than this many words must match a whole agent sentence; a longer one may be
 /// any part of what the agent said.
 const ECHO_MIN_WORDS_FOR_PART: usize = 4;
+/// A reply buffer longer than this without a sentence end is sent to synthesis up to its last
+/// space, so a responder that never punctuates cannot hold the caller in silence.
+const MAX_UNPUNCTUATED_BYTES: usize = 240;
 /// How long after answering from a partial the closing STT final is expected.
 const CONSUMED_PARTIAL_TTL_MS: u32 = 5000;
 
@@ -439,6 +442,16 @@ impl<V: VoiceActivityDetector> TurnEngine<V> {
                 None => break,
             };
             self.speak_reply_sentence(now, &sentence);
+        }
+        let overlong = self.agent.as_mut().and_then(|agent| {
+            if agent.text_buffer.len() <= MAX_UNPUNCTUATED_BYTES {
+                return None;
+            }
+            let cut = agent.text_buffer.rfind(char::is_whitespace)?;
+            Some(agent.text_buffer.drain(..cut).collect::<String>())
+        });
+        if let Some(piece) = overlong {
+            self.speak_reply_sentence(now, &piece);
         }
         self.drive(now);
     }
