@@ -234,3 +234,46 @@ impl TokenSource {
         Ok(bearer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> std::sync::Arc<GoogleCredentials> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/test-service-account.json"
+        );
+        let credentials = GoogleCredentials::from_env_values(Some(path), None)
+            .unwrap()
+            .unwrap();
+        std::sync::Arc::new(credentials)
+    }
+
+    #[test]
+    fn bearer_is_reused_while_fresh_and_reminted_five_minutes_before_expiry() {
+        let tokens = TokenSource::new(fixture(), "https://texttospeech.googleapis.com/".to_owned());
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let first = tokens.bearer(t0).unwrap();
+        assert!(first.starts_with("Bearer ey"));
+        assert_eq!(
+            tokens.bearer(t0 + Duration::from_secs(54 * 60)).unwrap(),
+            first
+        );
+        let reminted = tokens.bearer(t0 + Duration::from_secs(55 * 60)).unwrap();
+        assert_ne!(
+            reminted, first,
+            "a token with five minutes left is replaced"
+        );
+        assert_eq!(
+            tokens.bearer(t0 + Duration::from_secs(56 * 60)).unwrap(),
+            reminted
+        );
+        let debug = format!("{tokens:?}");
+        let token = reminted.trim_start_matches("Bearer ");
+        assert!(
+            !debug.contains(token),
+            "tokens never appear in Debug: {debug}"
+        );
+    }
+}
