@@ -51,7 +51,7 @@ pub struct TtsConfig {
     pub streaming: bool,
     /// Number of (voice, rate, text) entries the cache keeps; the oldest is evicted first.
     pub cache_capacity: usize,
-    /// Deadline of one synthesis request.
+    /// Deadline of one synthesis request, and the longest wait for the next streamed chunk.
     pub request_timeout: Duration,
 }
 
@@ -220,7 +220,8 @@ impl TtsClient {
         };
         // Wait for the first chunk: a voice without streaming support is refused here, and the
         // one-shot fallback is only safe before any audio has been handed out.
-        let first = match responses.message().await {
+        let stall_limit = config.request_timeout;
+        let first = match next_message_within(&mut responses, stall_limit).await {
             Ok(Some(first)) => headerless(first.audio_content),
             Ok(None) => {
                 return stream::once(async {
@@ -233,9 +234,9 @@ impl TtsClient {
             Err(status) => return self.refused_streaming(status, text),
         };
         let first_len = first.as_ref().map_or(0, Bytes::len);
-        let rest = stream::unfold(Some((responses, first_len)), |state| async move {
+        let rest = stream::unfold(Some((responses, first_len)), move |state| async move {
             let (mut responses, total) = state?;
-            match responses.message().await {
+            match next_message_within(&mut responses, stall_limit).await {
                 Ok(Some(response)) => {
                     let chunk = headerless(response.audio_content);
                     let total = total + chunk.as_ref().map_or(0, Bytes::len);
@@ -315,6 +316,19 @@ impl TtsClient {
             name: config.voice_name.clone(),
             ..VoiceSelectionParams::default()
         }
+    }
+}
+
+/// The next streamed response, or DEADLINE_EXCEEDED when none arrives within `limit`.
+async fn next_message_within<T>(
+    responses: &mut tonic::Streaming<T>,
+    limit: Duration,
+) -> Result<Option<T>, tonic::Status> {
+    match tokio::time::timeout(limit, responses.message()).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no streamed audio within {limit:?}"
+        ))),
     }
 }
 

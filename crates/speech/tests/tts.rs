@@ -172,6 +172,26 @@ async fn streaming_synthesis_yields_headerless_chunks_in_order() {
 }
 
 #[tokio::test]
+async fn a_stalled_synthesis_stream_ends_with_an_error_instead_of_hanging() {
+    let script = TtsScript {
+        stall_streaming: true,
+        ..TtsScript::default()
+    };
+    let (_fake, endpoint) = FakeTts::start(script).await;
+    let tts_config = TtsConfig {
+        streaming: true,
+        request_timeout: std::time::Duration::from_millis(200),
+        ..config(endpoint)
+    };
+    let client = TtsClient::new(tts_config, None).unwrap();
+    let mut chunks = Box::pin(client.synthesize_stream("שלום"));
+    assert_eq!(&chunks.next().await.unwrap().unwrap()[..], &[0xFF; 160][..]);
+    let error = chunks.next().await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("DeadlineExceeded"), "{error}");
+    assert!(chunks.next().await.is_none(), "nothing follows the error");
+}
+
+#[tokio::test]
 async fn a_voice_refused_for_streaming_falls_back_to_one_shot_synthesis() {
     let script = TtsScript {
         refuse_streaming: true,

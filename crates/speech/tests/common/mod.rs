@@ -308,6 +308,8 @@ pub struct TtsScript {
     pub raw_unary_audio: Option<Vec<u8>>,
     /// Streaming chunk size in bytes.
     pub streaming_chunk: usize,
+    /// Send one streamed chunk, then nothing more while keeping the stream open.
+    pub stall_streaming: bool,
 }
 
 #[derive(Clone)]
@@ -393,6 +395,14 @@ impl TextToSpeech for FakeTts {
                             )))
                             .await;
                         return;
+                    }
+                    Some(StreamingRequest::Input(_)) if script.stall_streaming => {
+                        let chunk = StreamingSynthesizeResponse {
+                            audio_content: vec![0xFF; 160],
+                        };
+                        let _ = tx.send(Ok(chunk)).await;
+                        // Hold the response stream open without sending anything.
+                        std::future::pending::<()>().await;
                     }
                     Some(StreamingRequest::Input(input)) => {
                         if let Some(InputSource::Text(text)) = input.input_source {
