@@ -1,0 +1,456 @@
+//! `callsim load`: many concurrent conversation loops against one server on one tokio runtime,
+//! with the server's (and the speech stand-in's, and our own) CPU and memory sampled from
+//! `/proc` over the run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::audio::{CallerClip, silence_payload_base64};
+use crate::call::{CallOptions, new_identity, run_call};
+use crate::metrics::{Histogram, Summary};
+use crate::procstat::{self, ProcSample};
+use crate::session::{CallPlan, Ending};
+use crate::steps::Step;
+
+/// Settings of a load run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// How each call is placed.
+    pub call: CallOptions,
+    /// Concurrent calls.
+    pub calls: u32,
+    /// Calls start evenly spread over this time.
+    pub ramp: Duration,
+    /// All calls then run together for this long, and end with `stop`.
+    pub duration: Duration,
+    /// The server's pid, for CPU and RSS.
+    pub server_pid: Option<u32>,
+    /// The speech stand-in's pid, for its CPU and RSS.
+    pub standin_pid: Option<u32>,
+    /// Caller utterances, used in turn.
+    pub clips: Vec<Arc<CallerClip>>,
+    /// Every this many turns, the caller barges in over the reply instead (0: never).
+    pub barge_in_every: u32,
+    /// Interval of the `/proc` samples.
+    pub sample_every: Duration,
+}
+
+/// CPU and memory of one process over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessUsage {
+    /// The pid.
+    pub pid: u32,
+    /// Average CPU over the steady window, in % of one core.
+    pub cpu_percent: f64,
+    /// `cpu_percent` divided by the calls live in the window, in % of one core.
+    pub cpu_percent_per_call: f64,
+    /// RSS before the first call, in KiB.
+    pub rss_baseline_kib: u64,
+    /// Highest RSS during the steady window, in KiB.
+    pub rss_peak_kib: u64,
+    /// (peak - baseline) / calls live, in KiB.
+    pub rss_per_call_kib: f64,
+}
+
+/// What the machine is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads `/proc` for the description.
+    #[must_use]
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, name)| name.trim().to_owned());
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned()),
+        }
+    }
+}
+
+/// The result of a load run (`--json` prints it as is).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// The machine.
+    pub machine: Machine,
+    /// Calls asked for.
+    pub calls_requested: u32,
+    /// Ramp, seconds.
+    pub ramp_s: f64,
+    /// Steady duration, seconds.
+    pub duration_s: f64,
+    /// Calls whose webhook and handshake succeeded.
+    pub calls_connected: u32,
+    /// Calls that ran until the end of the run and hung up themselves with `stop`.
+    pub calls_sustained: u32,
+    /// Calls the server closed before the end.
+    pub calls_closed_by_server: u32,
+    /// Calls that ended on a socket error (WebSocket errors).
+    pub ws_errors: u32,
+    /// Calls that could not be set up, by reason (first 200 characters).
+    pub setup_errors: BTreeMap<String, u32>,
+    /// Most calls live at one sample.
+    pub peak_live_calls: u32,
+    /// `start` -> first agent audio.
+    pub greeting: Summary,
+    /// Calls that got no greeting / more than one greeting.
+    pub calls_without_greeting: u32,
+    /// Calls with more than one greeting.
+    pub calls_with_repeated_greeting: u32,
+    /// Caller's last voiced frame -> first agent audio.
+    pub turn_latency: Summary,
+    /// Caller utterances without a reply.
+    pub utterances_without_reply: u64,
+    /// Caller onset over agent audio -> `clear`.
+    pub barge_in_latency: Summary,
+    /// Barge-ins without `clear`.
+    pub barge_ins_missed: u64,
+    /// Agent audio received after `clear` while the caller talked, summed, ms.
+    pub agent_audio_after_clear_ms: u64,
+    /// Caller frame pacing lateness (simulator side).
+    pub pacing: Summary,
+    /// Caller frames sent.
+    pub frames_sent: u64,
+    /// Caller frames sent > 20 ms late.
+    pub frames_late: u64,
+    /// Caller frames skipped after falling > 1 s behind.
+    pub frames_dropped: u64,
+    /// Agent frame lateness against each reply's real-time schedule.
+    pub agent_frame_jitter: Summary,
+    /// Audible gaps inside agent replies.
+    pub playback_underruns: u64,
+    /// Agent audio received, seconds.
+    pub agent_audio_s: f64,
+    /// Protocol violations by the server.
+    pub protocol_errors: u64,
+    /// The first few violations.
+    pub protocol_error_samples: Vec<String>,
+    /// Failed status callbacks / action requests.
+    pub callback_errors: u64,
+    /// Length of the steady window the CPU figures cover, seconds.
+    pub steady_window_s: f64,
+    /// The server.
+    pub server: Option<ProcessUsage>,
+    /// The speech stand-in.
+    pub standin: Option<ProcessUsage>,
+    /// This simulator.
+    pub simulator: Option<ProcessUsage>,
+}
+
+/// The conversation loop of one load call: listen to the greeting, then turns of "say, listen
+/// to the reply", every `barge_in_every`-th turn barging in 800 ms into the reply instead.
+#[must_use]
+pub fn conversation_steps(
+    clips: &[Arc<CallerClip>],
+    offset: usize,
+    barge_in_every: u32,
+) -> (Vec<Step>, usize) {
+    let clip = |i: usize| Arc::clone(&clips[(offset + i) % clips.len()]);
+    let mut steps = vec![Step::Listen(Duration::from_secs(10))];
+    let turns = barge_in_every.max(1) as usize;
+    for turn in 0..turns {
+        steps.push(Step::Say(clip(turn)));
+        if barge_in_every > 0 && turn + 1 == turns {
+            steps.push(Step::Interrupt {
+                after: Duration::from_millis(800),
+                clip: clip(turn + 1),
+            });
+        }
+        steps.push(Step::Listen(Duration::from_secs(8)));
+    }
+    (steps, 1)
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    server: Vec<ProcSample>,
+    standin: Vec<ProcSample>,
+    simulator: Vec<ProcSample>,
+    live: Vec<(Instant, u32)>,
+}
+
+fn usage(
+    pid: u32,
+    samples: &[ProcSample],
+    baseline: Option<ProcSample>,
+    window: (Instant, Instant),
+    calls: u32,
+    ticks_per_second: u64,
+) -> Option<ProcessUsage> {
+    let in_window: Vec<&ProcSample> = samples
+        .iter()
+        .filter(|s| s.at >= window.0 && s.at <= window.1)
+        .collect();
+    let first = in_window.first()?;
+    let last = in_window.last()?;
+    let seconds = last.at.saturating_duration_since(first.at).as_secs_f64();
+    if seconds <= 0.0 {
+        return None;
+    }
+    let cpu_seconds =
+        last.cpu_ticks.saturating_sub(first.cpu_ticks) as f64 / ticks_per_second as f64;
+    let cpu_percent = cpu_seconds / seconds * 100.0;
+    let baseline_rss = baseline.map_or(first.rss_kib, |b| b.rss_kib);
+    let peak = in_window.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let calls = f64::from(calls.max(1));
+    Some(ProcessUsage {
+        pid,
+        cpu_percent,
+        cpu_percent_per_call: cpu_percent / calls,
+        rss_baseline_kib: baseline_rss,
+        rss_peak_kib: peak,
+        rss_per_call_kib: peak.saturating_sub(baseline_rss) as f64 / calls,
+    })
+}
+
+/// Runs the load and reports.
+pub async fn run_load(options: LoadOptions) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default();
+    let silence: Arc<str> = silence_payload_base64().into();
+    let live = Arc::new(AtomicU32::new(0));
+    let ticks_per_second = procstat::clock_ticks_per_second();
+    let self_pid = std::process::id();
+
+    let baseline_server = options
+        .server_pid
+        .and_then(|pid| procstat::sample(pid).ok());
+    let baseline_standin = options
+        .standin_pid
+        .and_then(|pid| procstat::sample(pid).ok());
+    let baseline_self = procstat::sample(self_pid).ok();
+
+    let run_start = Instant::now();
+    let ramp_end = run_start + options.ramp;
+    let run_end = ramp_end + options.duration;
+
+    // Sampler: bounded by the run's end (plus slack for calls that end late).
+    let (stop_sampler, mut sampler_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = {
+        let live = Arc::clone(&live);
+        let (server_pid, standin_pid, every) = (
+            options.server_pid,
+            options.standin_pid,
+            options.sample_every,
+        );
+        tokio::spawn(async move {
+            let mut samples = Samples::default();
+            let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
+            let stop_at = run_end + Duration::from_secs(5);
+            while Instant::now() < stop_at {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = &mut sampler_stopped => break,
+                }
+                if let Some(sample) = server_pid.and_then(|pid| procstat::sample(pid).ok()) {
+                    samples.server.push(sample);
+                }
+                if let Some(sample) = standin_pid.and_then(|pid| procstat::sample(pid).ok()) {
+                    samples.standin.push(sample);
+                }
+                if let Ok(sample) = procstat::sample(self_pid) {
+                    samples.simulator.push(sample);
+                }
+                samples
+                    .live
+                    .push((Instant::now(), live.load(Ordering::Relaxed)));
+            }
+            samples
+        })
+    };
+
+    let clips = Arc::new(options.clips.clone());
+    let mut tasks = Vec::with_capacity(options.calls as usize);
+    for index in 0..options.calls {
+        let offset = if options.calls > 1 {
+            options
+                .ramp
+                .mul_f64(f64::from(index) / f64::from(options.calls))
+        } else {
+            Duration::ZERO
+        };
+        let start_at = run_start + offset;
+        let (steps, loop_from) = conversation_steps(&clips, index as usize, options.barge_in_every);
+        let client = client.clone();
+        let call = options.call.clone();
+        let silence = Arc::clone(&silence);
+        let live = Arc::clone(&live);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
+            let plan = Arc::new(CallPlan {
+                steps,
+                loop_from: Some(loop_from),
+                max_duration: run_end.saturating_duration_since(Instant::now()),
+            });
+            live.fetch_add(1, Ordering::Relaxed);
+            let outcome = run_call(&client, &call, plan, new_identity(), silence).await;
+            live.fetch_sub(1, Ordering::Relaxed);
+            outcome
+        }));
+    }
+
+    let mut greeting = Histogram::default();
+    let mut turn = Histogram::default();
+    let mut barge = Histogram::default();
+    let mut pacing = Histogram::default();
+    let mut jitter = Histogram::default();
+    let mut report = LoadReport {
+        machine: Machine::detect(),
+        calls_requested: options.calls,
+        ramp_s: options.ramp.as_secs_f64(),
+        duration_s: options.duration.as_secs_f64(),
+        calls_connected: 0,
+        calls_sustained: 0,
+        calls_closed_by_server: 0,
+        ws_errors: 0,
+        setup_errors: BTreeMap::new(),
+        peak_live_calls: 0,
+        greeting: Summary::default(),
+        calls_without_greeting: 0,
+        calls_with_repeated_greeting: 0,
+        turn_latency: Summary::default(),
+        utterances_without_reply: 0,
+        barge_in_latency: Summary::default(),
+        barge_ins_missed: 0,
+        agent_audio_after_clear_ms: 0,
+        pacing: Summary::default(),
+        frames_sent: 0,
+        frames_late: 0,
+        frames_dropped: 0,
+        agent_frame_jitter: Summary::default(),
+        playback_underruns: 0,
+        agent_audio_s: 0.0,
+        protocol_errors: 0,
+        protocol_error_samples: Vec::new(),
+        callback_errors: 0,
+        steady_window_s: 0.0,
+        server: None,
+        standin: None,
+        simulator: None,
+    };
+    for task in tasks {
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(join) => {
+                *report
+                    .setup_errors
+                    .entry(format!("call task failed: {join}"))
+                    .or_default() += 1;
+                continue;
+            }
+        };
+        let call = match outcome {
+            Ok(outcome) => outcome.report,
+            Err(error) => {
+                let reason: String = error.to_string().chars().take(200).collect();
+                *report.setup_errors.entry(reason).or_default() += 1;
+                continue;
+            }
+        };
+        report.calls_connected += 1;
+        match &call.ended_by {
+            Ending::Stopped => report.calls_sustained += 1,
+            Ending::ServerClosed => report.calls_closed_by_server += 1,
+            Ending::SocketError(_) => report.ws_errors += 1,
+            Ending::HungUpWithoutStop => {}
+        }
+        match call.greetings {
+            0 => report.calls_without_greeting += 1,
+            1 => {}
+            _ => report.calls_with_repeated_greeting += 1,
+        }
+        if let Some(ms) = call.time_to_greeting_ms {
+            greeting.record(Duration::from_secs_f64(ms / 1e3));
+        }
+        turn.merge(&call.histograms.turn_latency);
+        barge.merge(&call.histograms.barge_in_latency);
+        pacing.merge(&call.histograms.pacing);
+        jitter.merge(&call.histograms.agent_frame_jitter);
+        report.utterances_without_reply += u64::from(call.utterances_without_reply);
+        report.barge_ins_missed += u64::from(call.barge_ins_missed);
+        report.agent_audio_after_clear_ms += call.agent_audio_after_clear_ms;
+        report.frames_sent += call.frames_sent;
+        report.frames_late += call.frames_late;
+        report.frames_dropped += call.frames_dropped;
+        report.playback_underruns += u64::from(call.playback_underruns);
+        report.agent_audio_s += call.agent_audio_ms as f64 / 1e3;
+        report.protocol_errors += u64::from(call.protocol_errors);
+        report.callback_errors += u64::from(call.callback_errors);
+        for sample in call.protocol_error_samples {
+            if report.protocol_error_samples.len() < 10 {
+                report.protocol_error_samples.push(sample);
+            }
+        }
+    }
+    report.greeting = greeting.summary();
+    report.turn_latency = turn.summary();
+    report.barge_in_latency = barge.summary();
+    report.pacing = pacing.summary();
+    report.agent_frame_jitter = jitter.summary();
+
+    let _ = stop_sampler.send(());
+    let samples = sampler.await.unwrap_or_default();
+    report.peak_live_calls = samples.live.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    // The steady window: all calls started (plus 2 s to settle) until the end of the run.
+    let settle = Duration::from_secs(2).min(options.duration / 4);
+    let window = (ramp_end + settle, run_end);
+    report.steady_window_s = window.1.saturating_duration_since(window.0).as_secs_f64();
+    let live_in_window = samples
+        .live
+        .iter()
+        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
+        .map(|(_, n)| *n)
+        .min()
+        .unwrap_or(report.calls_connected);
+    let calls = live_in_window.max(1);
+    report.server = options.server_pid.and_then(|pid| {
+        usage(
+            pid,
+            &samples.server,
+            baseline_server,
+            window,
+            calls,
+            ticks_per_second,
+        )
+    });
+    report.standin = options.standin_pid.and_then(|pid| {
+        usage(
+            pid,
+            &samples.standin,
+            baseline_standin,
+            window,
+            calls,
+            ticks_per_second,
+        )
+    });
+    report.simulator = usage(
+        self_pid,
+        &samples.simulator,
+        baseline_self,
+        window,
+        calls,
+        ticks_per_second,
+    );
+    report
+}
