@@ -265,20 +265,38 @@ pub fn collect_vars(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut merged = BTreeMap::new();
     if dotenv_path.exists() {
-        let iter = dotenvy::from_path_iter(dotenv_path).map_err(|e| ConfigError::DotEnv {
+        let dotenv_error = |e: dotenvy::Error| ConfigError::DotEnv {
             path: dotenv_path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        for item in iter {
-            let (key, value) = item.map_err(|e| ConfigError::DotEnv {
-                path: dotenv_path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            reason: describe_dotenv_error(&e),
+        };
+        for item in dotenvy::from_path_iter(dotenv_path).map_err(dotenv_error)? {
+            let (key, value) = item.map_err(dotenv_error)?;
             merged.insert(key, value);
         }
     }
     merged.extend(process_vars);
     Ok(merged.into_iter().collect())
+}
+
+/// dotenvy's parse errors quote the whole offending line, which may hold a secret value: name only
+/// the variable.
+fn describe_dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, column) => {
+            let name: String = line
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_start_matches("export ")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            format!("the line for {name} cannot be parsed (near character {column}; check quotes)")
+        }
+        other => other.to_string(),
+    }
 }
 
 struct Vars(BTreeMap<String, String>);
@@ -954,6 +972,11 @@ mod tests {
         assert_eq!(c.server.deploy_id.as_deref(), Some("from-process"));
         let missing = collect_vars(&dir.path().join("absent.env"), Vec::new()).unwrap();
         assert!(missing.is_empty());
+        let broken = dir.path().join("broken.env");
+        std::fs::write(&broken, "PORT=9000\nTWILIO_AUTH_TOKEN=\"tok-SECRET\n").unwrap();
+        let err = collect_vars(&broken, Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("TWILIO_AUTH_TOKEN"), "{err}");
+        assert!(!err.contains("SECRET"), "secret leaked: {err}");
     }
 
     #[test]

@@ -267,7 +267,11 @@ pub async fn media_stream_upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = ws.protocols([TWILIO_SUBPROTOCOL]);
+    // Twilio's messages are a few hundred bytes; 1 MiB bounds what any client can make us buffer.
+    let ws = ws
+        .protocols([TWILIO_SUBPROTOCOL])
+        .max_message_size(1 << 20)
+        .max_frame_size(1 << 20);
     let offered_subprotocol = ws.selected_protocol().is_some();
     let request_id = headers
         .get("x-request-id")
