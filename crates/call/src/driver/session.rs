@@ -700,7 +700,10 @@ impl Session {
                 {
                     record.latency.responder_first_token_ms = Some(ms_between(requested, at));
                 }
-                self.engine.handle_reply_chunk(at, turn, &text);
+                // Each responder item is a whole sentence (trimmed): end it with a line break so
+                // the engine sends it to synthesis now and never glues it to the next one.
+                self.engine
+                    .handle_reply_chunk(at, turn, &format!("{}\n", text.trim_end()));
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, %turn, "responder failed");
@@ -784,7 +787,8 @@ impl Session {
             );
             self.reply = None;
             let fallback = self.deps.responder.fixed_lines().fallback.clone();
-            self.engine.handle_reply_chunk(at, turn, &fallback);
+            self.engine
+                .handle_reply_chunk(at, turn, &format!("{}\n", fallback.trim_end()));
             self.engine.handle_reply_done(at, turn);
         }
         if let Ending::HangingUp { deadline, .. } = self.ending
@@ -1281,7 +1285,8 @@ impl Session {
                 "completed",
                 Some("socket closed without a stop message".to_string()),
             ),
-            EndReason::TransportFailed { detail } => ("failed", Some(detail.clone())),
+            // A reset socket is how a dropped call often looks: the call still completed.
+            EndReason::TransportFailed { detail } => ("completed", Some(detail.clone())),
         };
         self.crm_submit(crm::WriteOp::StreamEvent {
             call_sid: call_sid.clone(),

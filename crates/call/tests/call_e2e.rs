@@ -1,0 +1,527 @@
+//! End-to-end calls: a real WebSocket pair on 127.0.0.1 (tokio-tungstenite server adapted to
+//! `WsIn`/`WsOut` running `run_call`), a Twilio client sending real 20 ms frames and echoing
+//! marks as its playout queue plays, tonic stand-ins for Google STT/TTS, the built-in scripted
+//! responder, a real SQLite CRM in a tempdir and a Twilio REST stand-in. Real time throughout
+//! (the gRPC and HTTP stacks keep their own timers), with every wait bounded.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use call::{CallEvent, EndReason, HangupOutcome, ResponderEffect};
+use common::*;
+
+const OPENING_HOURS_1: &str = "We're open Sunday to Thursday from 8 in the morning to 6 in the evening, and on Friday until 1 in the afternoon.";
+const OPENING_HOURS_2: &str = "Anything else I can help with?";
+
+fn frames_with(log: &ClientLog, signature: u8) -> usize {
+    log.frames
+        .iter()
+        .filter(|f| f.signature == signature)
+        .count()
+}
+
+fn frames_for_ms(ms: usize) -> usize {
+    (ms * 8).div_ceil(160)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_plays_once_from_cache_and_the_reply_waits_for_end_of_utterance() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["What are your opening hours?".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greeting = h.greeting();
+    let greeting_sig = h.signature(&greeting);
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::WaitUntilAgentDone,
+            Step::Silence(200),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+
+    // Greeting: exactly once, whole, from the cache (the stand-in saw only the warm-up).
+    assert_eq!(summary.greetings, 1);
+    assert_eq!(
+        frames_with(&log, greeting_sig),
+        frames_for_ms(tts_ms(&greeting))
+    );
+    let greeting_requests = h.tts_requests().iter().filter(|t| **t == greeting).count();
+    assert_eq!(
+        greeting_requests, 1,
+        "only the warm-up synthesized the greeting"
+    );
+    let first_greeting = log
+        .frames
+        .iter()
+        .find(|f| f.signature == greeting_sig)
+        .unwrap();
+    let greeting_delay = first_greeting.at - log.start_sent_at.unwrap();
+    println!("FIGURE start -> first greeting frame at the client: {greeting_delay:?}");
+
+    // The reply comes only after the end-of-utterance window (500 ms) after the caller stopped.
+    let reply_sigs = [h.signature(OPENING_HOURS_1), h.signature(OPENING_HOURS_2)];
+    let first_reply = log
+        .frames
+        .iter()
+        .find(|f| f.signature != greeting_sig)
+        .unwrap();
+    assert!(
+        reply_sigs.contains(&first_reply.signature),
+        "{first_reply:?} {reply_sigs:?} greeting {greeting_sig} tts {:?}",
+        h.tts_requests()
+    );
+    let speech_end = log.speech_ended_at[0];
+    let gap = first_reply.at - speech_end;
+    assert!(
+        gap >= Duration::from_millis(490),
+        "reply {gap:?} after the caller stopped"
+    );
+    println!("FIGURE caller speech end -> first reply frame at the client: {gap:?}");
+    assert_eq!(
+        frames_with(&log, reply_sigs[0]),
+        frames_for_ms(tts_ms(OPENING_HOURS_1))
+    );
+    assert_eq!(
+        frames_with(&log, reply_sigs[1]),
+        frames_for_ms(tts_ms(OPENING_HOURS_2))
+    );
+
+    assert_eq!(summary.end_reason, EndReason::Stopped);
+    let kinds: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(kinds, vec![("greeting", "played"), ("reply", "played")]);
+    let reply = &summary.turns[1];
+    assert_eq!(
+        reply.caller_text.as_deref(),
+        Some("What are your opening hours?")
+    );
+    let latency = &reply.latency;
+    println!("FIGURE reply latency breakdown: {latency:?}");
+    assert!(latency.eou_ms.unwrap() >= 500, "{latency:?}");
+    assert!(latency.responder_first_token_ms.is_some(), "{latency:?}");
+    assert!(latency.tts_first_byte_ms.is_some(), "{latency:?}");
+    assert!(latency.first_frame_after_eou_ms.is_some(), "{latency:?}");
+    // On Twilio's clock (20 ms media timestamps, mark echoed on the client's 20 ms playout tick).
+    assert!(latency.twilio_clock_ms.unwrap() >= 480, "{latency:?}");
+    assert!(
+        log.marks_echoed.iter().any(|m| m == "t2-end"),
+        "{:?}",
+        log.marks_echoed
+    );
+
+    let events = drain_events(&mut h.events);
+    assert!(matches!(
+        events.first(),
+        Some(CallEvent::CallStarted { .. })
+    ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Transcript { is_final: true, .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Latency { turn: 2, .. }))
+    );
+    assert!(matches!(events.last(), Some(CallEvent::CallEnded { .. })));
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(json.contains("\"type\":\"state_changed\""), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_clears_at_once_and_no_more_audio_of_that_turn_is_sent() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["What are your opening hours?".into(), "Thanks".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greeting_sig = h.signature(&h.greeting());
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::Silence(400),
+            Step::Speak(600),
+            Step::WaitUntilAgentDone,
+            Step::Silence(200),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+
+    assert_eq!(log.clears.len(), 1, "one barge-in, one clear");
+    let clear_at = log.clears[0];
+    let interrupted = h.signatures_of(&[OPENING_HOURS_1, OPENING_HOURS_2]);
+    assert!(!interrupted.is_empty());
+    let after_clear: Vec<_> = log
+        .frames
+        .iter()
+        .filter(|f| f.at > clear_at && interrupted.contains(&f.signature))
+        .collect();
+    assert!(
+        after_clear.is_empty(),
+        "audio of the interrupted turn after clear: {after_clear:?}"
+    );
+
+    // Pacing: what we sent of that turn before the clear is what had played plus the lead.
+    let before: Vec<_> = log
+        .frames
+        .iter()
+        .filter(|f| f.at <= clear_at && interrupted.contains(&f.signature))
+        .collect();
+    let sent_ms = before.iter().map(|f| f.len as u64).sum::<u64>() / 8;
+    let played_ms = (clear_at - before[0].at).as_millis() as u64;
+    println!(
+        "FIGURE at clear: {sent_ms} ms of reply audio sent, {played_ms} ms elapsed since its first frame"
+    );
+    assert!(
+        sent_ms <= played_ms + 80 + 20 + 60,
+        "too much audio queued ahead: sent {sent_ms} ms after {played_ms} ms"
+    );
+
+    let turns: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(
+        turns[..2],
+        [("greeting", "played"), ("reply", "interrupted")]
+    );
+    assert_eq!(summary.clears_sent, 1);
+    // The caller's barge-in words were answered (the fallback line: "Thanks" matches no intent).
+    let fallback = h.deps.responder.fixed_lines().fallback.clone();
+    assert!(
+        h.tts_requests()
+            .iter()
+            .any(|t| fallback.starts_with(t.as_str()))
+    );
+    assert!(
+        drain_events(&mut h.events)
+            .iter()
+            .any(|e| matches!(e, CallEvent::BargeIn { turn: 2, .. }))
+    );
+
+    h.writer.flush().await;
+    let detail = h.store.get_call_with_turns(CALL_SID).await.unwrap();
+    let agent_reply = detail
+        .turns
+        .iter()
+        .find(|t| t.speaker == crm::Speaker::Agent && t.text.starts_with("We're open"))
+        .unwrap();
+    assert!(agent_reply.interrupted);
+    assert!(agent_reply.heard_text.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transcript_and_the_left_message_are_stored_in_the_crm() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec![
+                "I want to leave a message".into(),
+                "The boiler in flat 3 is leaking".into(),
+            ],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Speak(900),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    assert_eq!(
+        summary.effects,
+        vec![ResponderEffect::LeaveMessage {
+            text: "The boiler in flat 3 is leaking".into()
+        }]
+    );
+
+    h.writer.flush().await;
+    let detail = h.store.get_call_with_turns(CALL_SID).await.unwrap();
+    let rows: Vec<(crm::Speaker, &str)> = detail
+        .turns
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str()))
+        .collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[0], (crm::Speaker::Agent, h.greeting().as_str()));
+    assert_eq!(rows[1], (crm::Speaker::Caller, "I want to leave a message"));
+    assert_eq!(
+        rows[2],
+        (crm::Speaker::Agent, "Sure, please say your message now.")
+    );
+    assert_eq!(
+        rows[3],
+        (crm::Speaker::Caller, "The boiler in flat 3 is leaking")
+    );
+    assert!(
+        rows[4]
+            .1
+            .starts_with("Thank you, your message has been saved"),
+        "{rows:?}"
+    );
+    let seqs: Vec<i64> = detail.turns.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    let effects = detail.turns[3].latency.as_ref().unwrap();
+    assert_eq!(effects["effects"][0]["effect"], "leave_message");
+    assert!(
+        detail.turns[4].latency.as_ref().unwrap()["eou_ms"]
+            .as_u64()
+            .unwrap()
+            >= 500
+    );
+    assert!(detail.call.ended_at_ms.is_some());
+    assert_eq!(detail.call.stream_sid.as_deref(), Some(STREAM_SID));
+    assert!(
+        drain_events(&mut h.events)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Effect { .. }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_stt_stream_failure_mid_call_is_reopened_and_the_call_goes_on() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec![
+                "What are your opening hours?".into(),
+                "I want to leave a message".into(),
+            ],
+            // INTERNAL is not retried by the speech client: it reports Failed and the driver
+            // must open a new session itself.
+            fail_after_final: Some((1, tonic::Code::Internal)),
+        },
+        ..Options::default()
+    })
+    .await;
+    run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(300),
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    assert!(summary.stt_reopens >= 1, "{summary:?}");
+    assert!(*h.stt.streams.lock().unwrap() >= 2);
+    let answered: Vec<&str> = summary
+        .turns
+        .iter()
+        .filter_map(|t| t.caller_text.as_deref())
+        .collect();
+    assert_eq!(
+        answered,
+        vec!["What are your opening hours?", "I want to leave a message"]
+    );
+    assert_eq!(summary.end_reason, EndReason::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_without_stop_ends_the_call_cleanly_and_it_is_recorded() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["What are your opening hours?".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greeting_sig = h.signature(&h.greeting());
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::Silence(200),
+        ],
+        Leave::Drop,
+        None,
+    )
+    .await;
+    assert!(!log.frames.is_empty());
+    let summary = h.summary().await;
+    assert!(
+        matches!(
+            summary.end_reason,
+            EndReason::SocketClosedWithoutStop | EndReason::TransportFailed { .. }
+        ),
+        "{:?}",
+        summary.end_reason
+    );
+    let last = summary.turns.last().unwrap();
+    assert_eq!((last.kind, last.outcome), ("reply", "cancelled"));
+
+    h.writer.flush().await;
+    let detail = h.store.get_call_with_turns(CALL_SID).await.unwrap();
+    assert!(
+        detail.call.ended_at_ms.is_some(),
+        "the call has its end time"
+    );
+    assert_eq!(detail.call.status.as_deref(), Some("completed"));
+    let ended = detail
+        .stream_events
+        .iter()
+        .find(|e| e.kind == "stream-ended")
+        .unwrap();
+    assert!(
+        ended.error.is_some(),
+        "the missing stop is noted: {ended:?}"
+    );
+    assert!(
+        detail
+            .turns
+            .iter()
+            .any(|t| t.speaker == crm::Speaker::Caller && t.text == "What are your opening hours?")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goodbye_is_played_then_the_call_is_hung_up_through_twilio_rest() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["Goodbye".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let hung_up = h.rest.hung_up.clone();
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![Step::WaitUntilAgentDone, Step::Speak(600)],
+        Leave::StopAfterRestHangup,
+        Some(hung_up),
+    )
+    .await;
+    let summary = h.summary().await;
+    assert_eq!(
+        summary.end_reason,
+        EndReason::HungUpByAgent { why: "goodbye" }
+    );
+    assert_eq!(summary.hangup, Some(Ok(HangupOutcome::Completed)));
+    let requests = h.rest.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json")
+    );
+    assert_eq!(requests[0].body, "Status=completed");
+    assert!(
+        requests[0]
+            .authorization
+            .as_deref()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    // The goodbye was heard in full before the hang-up.
+    let goodbye = "Thank you for calling, goodbye!";
+    assert_eq!(
+        frames_with(&log, h.signature(goodbye)),
+        frames_for_ms(tts_ms(goodbye))
+    );
+    let last = summary.turns.last().unwrap();
+    assert_eq!((last.kind, last.outcome), ("reply", "played"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tts_failure_plays_the_cached_apology() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["What are your opening hours?".into()],
+            ..SttScript::default()
+        },
+        tts_fail_containing: Some("We're open".into()),
+        ..Options::default()
+    })
+    .await;
+    let apology = h.deps.responder.fixed_lines().apology.clone();
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    assert_eq!(
+        frames_with(&log, h.signature(&apology)),
+        frames_for_ms(tts_ms(&apology))
+    );
+    let kinds: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("greeting", "played"),
+            ("reply", "failed"),
+            ("apology", "played")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rest_hangup_of_an_ended_call_is_not_an_error_and_refusals_are_explained() {
+    let gone = start_rest(404).await;
+    let rest = call::TwilioRest::new(&gone.base, ACCOUNT_SID, "secret-token-123").unwrap();
+    assert_eq!(
+        rest.hangup(CALL_SID).await.unwrap(),
+        HangupOutcome::AlreadyEnded
+    );
+    assert!(!format!("{rest:?}").contains("secret-token-123"));
+
+    let refused = start_rest(401).await;
+    let rest = call::TwilioRest::new(&refused.base, ACCOUNT_SID, "secret-token-123").unwrap();
+    let error = rest.hangup(CALL_SID).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("401") && message.contains("TWILIO_AUTH_TOKEN"),
+        "{message}"
+    );
+    assert!(!message.contains("secret-token-123"));
+    assert!(matches!(
+        rest.hangup("../../etc").await,
+        Err(call::HangupError::InvalidCallSid { .. })
+    ));
+}
