@@ -230,7 +230,6 @@ impl TextToSpeech for FakeTts {
         let samples = vec![signature; tts_ms(&text) * 8];
         Ok(Response::new(SynthesizeSpeechResponse {
             audio_content: mulaw::wav::write_mulaw(&samples, 8000, 1),
-            ..Default::default()
         }))
     }
 
