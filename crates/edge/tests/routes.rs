@@ -138,3 +138,28 @@ async fn deploy_id_unset_is_visible() {
     assert!(json["deploy_id"].is_null());
     server.shut_down().await;
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
+    use axum::routing::get;
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+    let routes = edge::routes().route("/boom", get(boom));
+    let server = TestServer::start_full(
+        SECRETS,
+        std::sync::Arc::new(edge::OfflineFallbackHandler::default()),
+        routes,
+    )
+    .await;
+    let res = client().get(server.url("/boom")).send().await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        res.headers()["x-app-signature"],
+        expected_signature().as_str()
+    );
+    assert_eq!(res.text().await.unwrap(), "internal error\n");
+    let res = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    server.shut_down().await;
+}

@@ -36,6 +36,15 @@ impl TestServer {
     }
 
     pub async fn start_with(vars: &[(&str, &str)], media: Arc<dyn MediaStreamHandler>) -> Self {
+        Self::start_full(vars, media, edge::routes()).await
+    }
+
+    /// Serves `routes` (the edge's routes plus extra ones) with the edge's layers.
+    pub async fn start_full(
+        vars: &[(&str, &str)],
+        media: Arc<dyn MediaStreamHandler>,
+        routes: axum::Router<EdgeState>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}/crmd.sqlite", dir.path().display());
         let mut pairs: Vec<(String, String)> = vec![("DATABASE_URL".to_owned(), db)];
@@ -47,9 +56,15 @@ impl TestServer {
         let listener = edge::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let app = edge::with_layers(routes, state.clone());
+        let task = tokio::spawn(edge::serve_router(
+            listener,
+            app,
+            state.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             state,
