@@ -225,6 +225,17 @@ pub enum CallError {
     },
 }
 
+/// The HTTP client for webhooks: no proxy (targets are loopback only), no Nagle delay.
+#[must_use]
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_default()
+}
+
 static SID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A Twilio-shaped id: `prefix` + 32 lowercase hex digits, unique within the process.

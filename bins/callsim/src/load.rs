@@ -65,6 +65,8 @@ pub struct Machine {
     pub cpu_model: String,
     /// Kernel release.
     pub kernel: String,
+    /// `/proc/loadavg` when the report was made (other work on the machine skews figures).
+    pub load_average: String,
 }
 
 impl Machine {
@@ -82,6 +84,8 @@ impl Machine {
             cpu_model,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned()),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .map_or_else(|_| "unknown".to_owned(), |l| l.trim().to_owned()),
         }
     }
 }
@@ -89,8 +93,10 @@ impl Machine {
 /// The result of a load run (`--json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
-    /// The machine.
+    /// The machine (its load average read at the end of the run).
     pub machine: Machine,
+    /// `/proc/loadavg` when the run started.
+    pub load_average_before: String,
     /// Calls asked for.
     pub calls_requested: u32,
     /// Ramp, seconds.
@@ -223,11 +229,7 @@ fn usage(
 
 /// Runs the load and reports.
 pub async fn run_load(options: LoadOptions) -> LoadReport {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default();
+    let client = crate::call::http_client();
     let silence: Arc<str> = silence_payload_base64().into();
     let live = Arc::new(AtomicU32::new(0));
     let ticks_per_second = procstat::clock_ticks_per_second();
@@ -241,6 +243,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         .and_then(|pid| procstat::sample(pid).ok());
     let baseline_self = procstat::sample(self_pid).ok();
 
+    let load_average_before = Machine::detect().load_average;
     let run_start = Instant::now();
     let ramp_end = run_start + options.ramp;
     let run_end = ramp_end + options.duration;
@@ -317,6 +320,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     let mut jitter = Histogram::default();
     let mut report = LoadReport {
         machine: Machine::detect(),
+        load_average_before,
         calls_requested: options.calls,
         ramp_s: options.ramp.as_secs_f64(),
         duration_s: options.duration.as_secs_f64(),
@@ -403,6 +407,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             }
         }
     }
+    report.machine = Machine::detect();
     report.greeting = greeting.summary();
     report.turn_latency = turn.summary();
     report.barge_in_latency = barge.summary();
@@ -414,7 +419,19 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     report.peak_live_calls = samples.live.iter().map(|(_, n)| *n).max().unwrap_or(0);
     // The steady window: all calls started (plus 2 s to settle) until the end of the run.
     let settle = Duration::from_secs(2).min(options.duration / 4);
-    let window = (ramp_end + settle, run_end);
+    let mut window = (ramp_end + settle, run_end);
+    let in_window = |window: (Instant, Instant)| {
+        samples
+            .simulator
+            .iter()
+            .filter(|s| s.at >= window.0 && s.at <= window.1)
+            .count()
+    };
+    if in_window(window) < 2 {
+        // The calls ended before the steady window (e.g. the server hung up on them): report
+        // over the whole run instead.
+        window = (run_start, Instant::now());
+    }
     report.steady_window_s = window.1.saturating_duration_since(window.0).as_secs_f64();
     let live_in_window = samples
         .live

@@ -147,7 +147,7 @@ async fn call(args: CallArgs) -> Result<ExitCode, String> {
         Some(path) => load_steps(path).map_err(|e| e.to_string())?,
         None => default_call_steps(&clips[0]),
     };
-    let client = reqwest::Client::new();
+    let client = callsim::call::http_client();
     let outcome = run_call(
         &client,
         &options,

@@ -911,3 +911,245 @@ impl CallerSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn identity() -> CallIdentity {
+        CallIdentity {
+            account_sid: "AC1".to_owned(),
+            call_sid: "CA1".to_owned(),
+            stream_sid: "MZ1".to_owned(),
+        }
+    }
+
+    fn session(steps: Vec<Step>, record: bool) -> CallerSession {
+        let plan = CallPlan {
+            steps,
+            loop_from: None,
+            max_duration: Duration::from_secs(60),
+        };
+        CallerSession::new(
+            Arc::new(plan),
+            identity(),
+            BTreeMap::from([("call_sid".to_owned(), "CA1".to_owned())]),
+            crate::audio::silence_payload_base64().into(),
+            record,
+        )
+    }
+
+    /// Everything sent at `now`.
+    fn drain(session: &mut CallerSession, now: Instant) -> Vec<Outbound> {
+        std::iter::from_fn(|| session.poll_transmit(now)).collect()
+    }
+
+    /// Runs the session on time until `until`, waking exactly at every `poll_timeout`.
+    fn run_until(session: &mut CallerSession, until: Instant) -> Vec<(Instant, Outbound)> {
+        let mut sent = Vec::new();
+        for _ in 0..100_000 {
+            let Some(wake) = session.poll_timeout() else {
+                break;
+            };
+            if wake > until {
+                break;
+            }
+            for out in drain(session, wake) {
+                sent.push((wake, out));
+            }
+        }
+        sent
+    }
+
+    fn agent_media(frames: usize) -> String {
+        twilio_stream::media::media_json("MZ1", &vec![0x55; frames * 160])
+    }
+
+    fn events(sent: &[(Instant, Outbound)]) -> Vec<String> {
+        sent.iter()
+            .map(|(_, out)| match out {
+                Outbound::Text(text) => {
+                    serde_json::from_str::<serde_json::Value>(text).unwrap()["event"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                }
+                Outbound::Close => "<close>".to_owned(),
+                Outbound::Abort => "<abort>".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn greeting_mark_echo_turn_latency_and_stop() {
+        let clip = Arc::new(CallerClip::tone("hello there"));
+        let clip_frames = clip.len() as u64;
+        let mut s = session(
+            vec![
+                Step::Listen(ms(3000)),
+                Step::Say(Arc::clone(&clip)),
+                Step::Listen(ms(3000)),
+            ],
+            true,
+        );
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        let first = drain(&mut s, t0);
+        assert_eq!(
+            events(&first.into_iter().map(|o| (t0, o)).collect::<Vec<_>>()),
+            ["connected", "start", "media"]
+        );
+        // Greeting: 500 ms of audio at +50 ms, then a mark.
+        let _ = run_until(&mut s, t0 + ms(49));
+        s.handle_agent_text(t0 + ms(50), &agent_media(25));
+        s.handle_agent_text(
+            t0 + ms(50),
+            &twilio_stream::media::mark_json("MZ1", "greeting"),
+        );
+        let sent = run_until(&mut s, t0 + ms(1_000));
+        let echo = sent
+            .iter()
+            .find(|(_, out)| matches!(out, Outbound::Text(t) if t.contains("\"mark\"")))
+            .unwrap();
+        assert_eq!(
+            echo.0,
+            t0 + ms(550),
+            "mark echoed when the greeting has played"
+        );
+        // The listen step ends 600 ms after playback (t0 + 1150 ms): the clip starts at the
+        // first frame slot from then on, and the reply comes 300 ms after its last voiced frame.
+        let sent = run_until(&mut s, t0 + ms(1_160 + clip_frames * 20));
+        let last_voiced = sent
+            .iter()
+            .filter(|(_, out)| matches!(out, Outbound::Text(t) if !t.contains(&crate::audio::silence_payload_base64()) && t.contains("\"media\"")))
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap();
+        let _ = run_until(&mut s, last_voiced + ms(299));
+        s.handle_agent_text(last_voiced + ms(300), &agent_media(10));
+        let sent = run_until(&mut s, last_voiced + ms(5_000));
+        assert_eq!(events(&sent).last().unwrap(), "<close>");
+        assert_eq!(events(&sent)[events(&sent).len() - 2], "stop");
+        let report = s.report(last_voiced + ms(5_000));
+        assert_eq!(report.ended_by, Ending::Stopped);
+        assert_eq!(report.time_to_greeting_ms, Some(50.0));
+        assert_eq!(report.greetings, 1);
+        assert_eq!(report.turn_latencies_ms, vec![300.0]);
+        assert_eq!(report.utterances_without_reply, 0);
+        assert_eq!((report.marks_received, report.marks_echoed), (1, 1));
+        assert_eq!(report.agent_audio_ms, 700);
+        assert_eq!(report.agent_replies, 2);
+        assert_eq!(report.playback_underruns, 0);
+        assert_eq!((report.frames_late, report.frames_dropped), (0, 0));
+        assert_eq!(report.protocol_errors, 0);
+        assert_eq!(report.pacing.max_ms, Some(0.0));
+        // The recording holds both replies on the playback timeline.
+        let audio = s.take_recording().unwrap();
+        assert_eq!(audio.iter().filter(|b| **b == 0x55).count(), 700 * 8);
+    }
+
+    #[test]
+    fn barge_in_is_timed_to_clear_and_late_audio_is_counted() {
+        let clip = Arc::new(CallerClip::tone("wait a moment please"));
+        let mut s = session(
+            vec![
+                Step::Interrupt {
+                    after: ms(400),
+                    clip: Arc::clone(&clip),
+                },
+                Step::Listen(ms(1000)),
+            ],
+            true,
+        );
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        let _ = drain(&mut s, t0);
+        // A 5 s reply arrives at once, with a mark after it.
+        s.handle_agent_text(t0 + ms(10), &agent_media(250));
+        s.handle_agent_text(
+            t0 + ms(10),
+            &twilio_stream::media::mark_json("MZ1", "reply"),
+        );
+        // The caller barges in once 400 ms have played (slot at t0 + 420 ms).
+        let _ = run_until(&mut s, t0 + ms(419));
+        let _ = run_until(&mut s, t0 + ms(560));
+        // clear 140 ms after the onset; the pending mark is echoed at once.
+        s.handle_agent_text(t0 + ms(560), &twilio_stream::media::clear_json("MZ1"));
+        let sent = drain(&mut s, t0 + ms(560));
+        assert!(
+            matches!(&sent[0], Outbound::Text(t) if t.contains("\"mark\"") && t.contains("reply"))
+        );
+        // Stale audio while the caller still talks.
+        s.handle_agent_text(t0 + ms(600), &agent_media(5));
+        let _ = run_until(&mut s, t0 + ms(10_000));
+        let report = s.report(t0 + ms(10_000));
+        assert_eq!(report.barge_in_latencies_ms, vec![140.0]);
+        assert_eq!(report.barge_ins_missed, 0);
+        assert_eq!(report.agent_audio_after_clear_ms, 100);
+        assert_eq!(report.agent_audio_cleared_ms, 5_000 - 550);
+        assert_eq!(report.clears, 1);
+        // 550 ms played before the clear, then the 100 ms of stale audio.
+        let audio = s.take_recording().unwrap();
+        assert_eq!(audio.iter().filter(|b| **b == 0x55).count(), 650 * 8);
+    }
+
+    #[test]
+    fn late_polls_count_late_and_dropped_frames() {
+        let mut s = session(vec![Step::Wait(ms(5_000))], false);
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        let _ = drain(&mut s, t0);
+        let _ = drain(&mut s, t0 + ms(20 + 30));
+        let report = s.report(t0);
+        assert_eq!(report.frames_late, 1);
+        // That poll also caught up the t0 + 40 ms slot (10 ms late: not "late"). Now 1.48 s
+        // behind the t0 + 60 ms slot: the simulator skips 74 slots and sends the current one.
+        let _ = drain(&mut s, t0 + ms(40 + 1_500));
+        let report = s.report(t0);
+        assert_eq!(report.frames_late, 1);
+        assert_eq!(report.frames_dropped, 74);
+        assert_eq!(report.frames_sent, 4);
+    }
+
+    #[test]
+    fn dtmf_digits_are_spaced_then_the_line_drops_without_stop() {
+        let mut s = session(
+            vec![Step::Dtmf("1#".to_owned()), Step::HangUpWithoutStop],
+            false,
+        );
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        let mut sent: Vec<(Instant, Outbound)> =
+            drain(&mut s, t0).into_iter().map(|o| (t0, o)).collect();
+        sent.extend(run_until(&mut s, t0 + ms(1_000)));
+        let names = events(&sent);
+        let dtmf_at: Vec<Instant> = sent
+            .iter()
+            .zip(&names)
+            .filter(|(_, name)| *name == "dtmf")
+            .map(|((at, _), _)| *at)
+            .collect();
+        assert_eq!(dtmf_at, vec![t0, t0 + ms(120)]);
+        assert_eq!(names.last().unwrap(), "<abort>");
+        assert!(!names.contains(&"stop".to_owned()));
+        assert_eq!(s.ending(), Some(&Ending::HungUpWithoutStop));
+        assert!(s.is_finished());
+    }
+
+    #[test]
+    fn server_violations_are_counted_and_sampled() {
+        let mut s = session(vec![Step::Wait(ms(100))], false);
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        s.handle_agent_text(t0, "not json");
+        s.handle_agent_text(t0, &twilio_stream::media::media_json("MZ9", &[1]));
+        s.handle_agent_binary(3);
+        let report = s.report(t0);
+        assert_eq!(report.protocol_errors, 3);
+        assert!(report.protocol_error_samples[1].contains("MZ9"));
+    }
+}
