@@ -164,8 +164,8 @@ async fn play_and_hang_up(
                     stream_sid,
                     call_sid,
                 } => {
-                    span.record("call_sid", call_sid.as_str());
-                    span.record("stream_sid", stream_sid.as_str());
+                    span.record("call_sid", tracing::field::display(&call_sid));
+                    span.record("stream_sid", tracing::field::display(&stream_sid));
                     tracing::info!("WS_START (offline fallback: no speech credentials)");
                     break stream_sid;
                 }
