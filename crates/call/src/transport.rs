@@ -12,7 +12,7 @@ pub enum WsIn {
     Text(String),
     /// A binary frame (Twilio never sends one; logged and ignored).
     Binary(Bytes),
-    /// A ping; the adapter or the driver answers it with a pong.
+    /// A ping; the driver answers it with a pong (an extra pong from the adapter is harmless).
     Ping(Bytes),
     /// A pong answering our keep-alive ping.
     Pong(Bytes),

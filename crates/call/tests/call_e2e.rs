@@ -525,3 +525,112 @@ async fn rest_hangup_of_an_ended_call_is_not_an_error_and_refusals_are_explained
         Err(call::HangupError::InvalidCallSid { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtmf_key_is_answered_like_speech() {
+    let mut h = Harness::start(Options::default()).await;
+    run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Dtmf('1'),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let reply = &summary.turns[1];
+    assert_eq!(reply.caller_text.as_deref(), Some("[DTMF 1]"));
+    assert!(reply.agent_text.starts_with("אנחנו פתוחים"), "{reply:?}");
+    assert_eq!(reply.outcome, "played");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responder_that_stays_silent_gets_the_fallback_line() {
+    let base_url = start_silent_llm().await;
+    use call::Responder as _;
+    let script = call::ScriptedResponder::built_in().unwrap();
+    let mut config = call::LlmConfig::new(base_url, None, "test-model");
+    config.first_token_timeout = Duration::from_secs(10);
+    let llm = call::LlmResponder::new(config, script.fixed_lines().clone()).unwrap();
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["Hello, is anyone there?".into()],
+            ..SttScript::default()
+        },
+        responder: Some(std::sync::Arc::new(llm)),
+        configure: Some(|deps| deps.settings.responder_timeout = Duration::from_millis(300)),
+        ..Options::default()
+    })
+    .await;
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let fallback = h.deps.responder.fixed_lines().fallback.clone();
+    let reply = &summary.turns[1];
+    assert_eq!(reply.agent_text, fallback);
+    assert_eq!(reply.outcome, "played");
+    assert!(reply.latency.first_frame_after_eou_ms.unwrap() >= 300);
+    let requests = h.tts_requests();
+    for sentence in call::SentenceSplitter::split_all(&fallback) {
+        assert_eq!(
+            frames_with(&log, h.signature(&sentence)),
+            frames_for_ms(tts_ms(&sentence)),
+            "{sentence}"
+        );
+        assert_eq!(
+            requests.iter().filter(|t| **t == sentence).count(),
+            1,
+            "only the warm-up synthesized {sentence:?}: the call played it from the cache"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_caller_is_reprompted_then_hung_up_on() {
+    let mut h = Harness::start(Options {
+        configure: Some(|deps| {
+            deps.turn_config.idle_ms = 1000;
+            deps.turn_config.max_reprompts = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let hung_up = h.rest.hung_up.clone();
+    run_twilio_client(
+        &h.ws_url,
+        Vec::new(),
+        Leave::StopAfterRestHangup,
+        Some(hung_up),
+    )
+    .await;
+    let summary = h.summary().await;
+    let kinds: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("greeting", "played"),
+            ("reprompt", "played"),
+            ("reprompt", "played"),
+            ("goodbye", "played")
+        ]
+    );
+    assert_eq!(
+        summary.end_reason,
+        EndReason::HungUpByAgent { why: "no_response" }
+    );
+    assert_eq!(h.rest.requests.lock().unwrap().len(), 1);
+}

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use turn::TurnConfig;
 
 use super::report::CallEvent;
-use crate::responder::Responder;
+use crate::responder::{Responder, SentenceSplitter};
 use crate::rest::TwilioRest;
 
 /// Timings of the driver itself (the turn-taking timings are in [`TurnConfig`]).
@@ -129,11 +129,17 @@ impl CallDeps {
             return Ok(0);
         };
         let lines = self.responder.fixed_lines();
-        let mut texts: Vec<&str> = vec![&lines.greeting, &lines.goodbye, &lines.apology];
-        texts.extend(lines.reprompts.iter().map(String::as_str));
-        texts.push(&lines.fallback);
+        // Greeting, reprompts, goodbye and apology are synthesized whole by the engine; the
+        // fallback line is spoken as a reply, which the engine synthesizes sentence by sentence.
+        let mut texts: Vec<String> = vec![
+            lines.greeting.clone(),
+            lines.goodbye.clone(),
+            lines.apology.clone(),
+        ];
+        texts.extend(lines.reprompts.iter().cloned());
+        texts.extend(SentenceSplitter::split_all(&lines.fallback));
         let mut cached = 0;
-        for text in texts.into_iter().filter(|t| !t.trim().is_empty()) {
+        for text in texts.iter().filter(|t| !t.trim().is_empty()) {
             tts.synthesize_cached(text).await?;
             cached += 1;
         }

@@ -102,6 +102,11 @@ impl SynthJob {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             // Send errors mean the job was dropped (cancelled): nothing left to do.
+            if let Some(audio) = tts.cached(&text) {
+                let _ = tx.send(SynthMsg::Audio(audio));
+                let _ = tx.send(SynthMsg::Done);
+                return;
+            }
             if use_cache {
                 match tts.synthesize_cached(&text).await {
                     Ok(audio) => {
@@ -1157,8 +1162,11 @@ impl Session {
         if matches!(self.ending, Ending::HangingUp { .. }) || self.end.is_some() {
             return;
         }
-        // No further turns: the engine stops (a no-op when it already ended itself).
+        // No further turns: the engine stops (a no-op when it already ended itself), and
+        // nothing the caller says now needs transcribing.
         self.engine.handle_stream_stop(at);
+        self.stt = None;
+        self.stt_reopen_at = None;
         self.ending = Ending::HangingUp {
             why,
             deadline: at + self.deps.settings.hangup_grace,
@@ -1194,7 +1202,9 @@ impl Session {
                     self.outbox
                         .push_back(WsOut::Text(media_json(&stream_sid, &payload)));
                     self.summary.media_frames_out += 1;
-                    let record = self.record(turn, at);
+                    let Some(record) = self.turns.get_mut(&turn.0) else {
+                        continue;
+                    };
                     record.frames_sent += 1;
                     record.bytes_sent += payload.len() as u64;
                     if !record.first_frame_sent {

@@ -446,6 +446,33 @@ mod tests {
     }
 
     #[test]
+    fn built_in_replies_never_repeat_a_greeting_sentence() {
+        // The turn engine drops reply sentences equal to a greeting sentence (loop guard).
+        let script = Script::built_in().unwrap();
+        let words = |s: &str| normalize_for_matching(s).join(" ");
+        let greeting: Vec<String> =
+            crate::responder::SentenceSplitter::split_all(&script.fixed.greeting)
+                .iter()
+                .map(|s| words(s))
+                .collect();
+        let mut replies: Vec<&str> = script.lines.values().map(|l| l.fallback.as_str()).collect();
+        for intent in &script.intents {
+            for language in intent.languages.values() {
+                replies.push(&language.reply);
+                replies.extend(language.done.as_deref());
+            }
+        }
+        for reply in replies {
+            for sentence in crate::responder::SentenceSplitter::split_all(reply) {
+                assert!(
+                    !greeting.contains(&words(&sentence)),
+                    "{sentence:?} repeats the greeting"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn built_in_script_is_valid_and_bilingual() {
         let script = Script::built_in().unwrap();
         assert!(script.lines.contains_key("he") && script.lines.contains_key("en"));

@@ -306,6 +306,10 @@ pub struct Options {
     pub stt: SttScript,
     pub tts_fail_containing: Option<String>,
     pub rest_status: u16,
+    /// Replaces the built-in scripted responder.
+    pub responder: Option<Arc<dyn call::Responder>>,
+    /// Adjusts the driver's dependencies before the call (timings, turn config).
+    pub configure: Option<fn(&mut CallDeps)>,
 }
 
 impl Default for Options {
@@ -314,8 +318,29 @@ impl Default for Options {
             stt: SttScript::default(),
             tts_fail_containing: None,
             rest_status: 200,
+            responder: None,
+            configure: None,
         }
     }
+}
+
+/// An OpenAI-compatible endpoint that answers the headers and then never sends a token.
+pub async fn start_silent_llm() -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(futures::stream::pending::<
+                    Result<Bytes, std::convert::Infallible>,
+                >()))
+                .unwrap()
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
 }
 
 pub struct Harness {
@@ -398,7 +423,10 @@ impl Harness {
         )
         .unwrap();
         let (events_tx, events) = tokio::sync::broadcast::channel(1024);
-        let mut deps = CallDeps::new(Arc::new(ScriptedResponder::built_in().unwrap()));
+        let responder = options
+            .responder
+            .unwrap_or_else(|| Arc::new(ScriptedResponder::built_in().unwrap()));
+        let mut deps = CallDeps::new(responder);
         deps.stt = Some(stt_client);
         deps.tts = Some(tts_client);
         deps.crm = Some(writer.clone());
@@ -406,6 +434,9 @@ impl Harness {
         deps.twilio_rest =
             Some(call::TwilioRest::new(&rest.base, ACCOUNT_SID, "test-auth-token").unwrap());
         deps.events = Some(events_tx);
+        if let Some(configure) = options.configure {
+            configure(&mut deps);
+        }
         let cached = deps.warm_tts_cache().await.unwrap();
         assert!(cached >= 5, "fixed lines cached: {cached}");
         let deps = Arc::new(deps);
