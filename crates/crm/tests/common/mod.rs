@@ -45,7 +45,11 @@ pub async fn sqlite() -> TestDb {
 /// A fresh Postgres database, or `None` (after printing why) when no server is configured.
 pub async fn postgres(test_name: &str) -> Option<TestDb> {
     let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
-        println!(
+        // Written to the stderr handle, not with eprintln!: libtest captures the print macros
+        // of passing tests, and a skip must be visible in a normal `cargo test` run.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: {test_name} on PostgreSQL: {POSTGRES_ENV} is not set (./dev test sets it)"
         );
         return None;
