@@ -184,20 +184,14 @@ async fn barge_in_clears_at_once_and_no_more_audio_of_that_turn_is_sent() {
         "audio of the interrupted turn after clear: {after_clear:?}"
     );
 
-    // Pacing: what we sent of that turn before the clear is what had played plus the lead.
-    let before: Vec<_> = log
-        .frames
-        .iter()
-        .filter(|f| f.at <= clear_at && interrupted.contains(&f.signature))
-        .collect();
-    let sent_ms = before.iter().map(|f| f.len as u64).sum::<u64>() / 8;
-    let played_ms = (clear_at - before[0].at).as_millis() as u64;
-    println!(
-        "FIGURE at clear: {sent_ms} ms of reply audio sent, {played_ms} ms elapsed since its first frame"
-    );
+    // Pacing: at the clear, the client ("Twilio") held only about the 80 ms lead of our audio
+    // (unpaced, the whole 1.4 s reply would have been queued). The margin covers scheduling
+    // jitter of this real-time test on a busy machine.
+    let queued_ms = log.queued_ms_at_clear[0];
+    println!("FIGURE agent audio queued at the client when the clear arrived: {queued_ms} ms");
     assert!(
-        sent_ms <= played_ms + 80 + 20 + 60,
-        "too much audio queued ahead: sent {sent_ms} ms after {played_ms} ms"
+        queued_ms <= 80 + 20 + 100,
+        "{queued_ms} ms queued ahead of playback"
     );
 
     let turns: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();

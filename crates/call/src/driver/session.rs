@@ -249,6 +249,7 @@ struct Session {
     crm_seq: i64,
 
     current_media: Option<(Instant, u64)>,
+    speech_started_wall_ms: Option<i64>,
     speech_ended_at: Option<Instant>,
     last_voiced_twilio_ms: Option<u64>,
     latest_twilio_ms: u64,
@@ -384,6 +385,7 @@ impl Session {
             turns: HashMap::new(),
             crm_seq: 0,
             current_media: None,
+            speech_started_wall_ms: None,
             speech_ended_at: None,
             last_voiced_twilio_ms: None,
             latest_twilio_ms: 0,
@@ -915,6 +917,7 @@ impl Session {
         self.awaiting = reply.awaiting.clone();
         let speech_end_at = self.speech_ended_at;
         let voiced = self.last_voiced_twilio_ms;
+        let speech_started_ms = self.speech_started_wall_ms;
         let record = self.record(turn, at);
         record.kind = Some(UtteranceKind::Reply);
         record.caller_text = Some(input.as_history_text());
@@ -924,6 +927,9 @@ impl Session {
         if matches!(input, CallerInput::Text(_)) {
             record.speech_end_at = speech_end_at;
             record.caller_last_voiced_twilio_ms = voiced;
+            if let Some(started_ms) = speech_started_ms {
+                record.caller_started_ms = started_ms;
+            }
         }
         self.reply = Some(ActiveReply {
             turn,
@@ -978,7 +984,11 @@ impl Session {
                     to: to.to_string(),
                 });
             }
-            Event::CallerSpeechStarted { .. } => tracing::debug!("caller speech started"),
+            Event::CallerSpeechStarted { at: started } => {
+                let ago = i64::try_from(ms_between(started, at)).unwrap_or(0);
+                self.speech_started_wall_ms = Some(wall_ms() - ago);
+                tracing::debug!("caller speech started");
+            }
             Event::CallerSpeechEnded { at: ended } => {
                 self.speech_ended_at = Some(ended);
                 if let Some((frame_at, frame_end_ms)) = self.current_media {

@@ -569,6 +569,8 @@ pub struct ClientLog {
     pub start_sent_at: Option<Instant>,
     pub frames: Vec<RxFrame>,
     pub clears: Vec<Instant>,
+    /// Agent audio waiting in the playout queue (sent, not yet played) when each clear came.
+    pub queued_ms_at_clear: Vec<u64>,
     pub marks_echoed: Vec<String>,
     /// When each spoken segment ended (the audio start of its first silent frame).
     pub speech_ended_at: Vec<Instant>,
@@ -758,6 +760,12 @@ pub async fn run_twilio_client(
                             }
                             "clear" => {
                                 log.clears.push(Instant::now());
+                                log.queued_ms_at_clear.push(
+                                    playout.iter().map(|q| match q {
+                                        Queued::Audio { bytes, .. } => *bytes as u64 / 8,
+                                        Queued::Mark(_) => 0,
+                                    }).sum(),
+                                );
                                 // Twilio drops queued audio and echoes the pending marks.
                                 let marks: Vec<String> = playout.drain(..).filter_map(|q| match q {
                                     Queued::Mark(name) => Some(name),
