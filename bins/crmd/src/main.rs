@@ -2,9 +2,8 @@
 //! Exit codes: 0 after a graceful shutdown, 2 for configuration errors, 1 for anything else.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use edge::{BuildInfo, Config, LogFormat, OfflineFallbackHandler};
+use edge::{BuildInfo, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -68,14 +67,17 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
     );
     let bind_addr = config.server.bind_addr();
     let prepared = edge::prepare(config).await?;
-    if prepared.google_credentials.is_some() {
-        tracing::warn!(
-            "Google credentials are valid, but this build has no call session wired in: calls get the offline fallback"
-        );
-    }
-    // The call session (crates/call) plugs in here through the same MediaStreamHandler trait.
-    let media = Arc::new(OfflineFallbackHandler::default());
-    let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), media);
+    let calls = crmd::calls::build(
+        &prepared.config,
+        &prepared.store,
+        prepared.google_credentials.clone(),
+    )?;
+    tracing::info!(mode = ?calls.mode, "call handler ready");
+    let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), calls.handler);
+    let writer = calls.writer.clone();
+    state.set_before_close(Box::pin(async move {
+        crmd::calls::flush_crm(&writer, std::time::Duration::from_secs(10)).await;
+    }));
     let listener = edge::bind(bind_addr).await?;
     edge::serve(listener, state, shutdown).await?;
     Ok(())

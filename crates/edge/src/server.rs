@@ -12,6 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -43,6 +44,9 @@ struct Inner {
     store: Option<crm::Store>,
     media_handler: Arc<dyn MediaStreamHandler>,
     sessions: SessionTracker,
+    /// Runs once at shutdown, after live calls drained and before the database closes
+    /// (flushes queued CRM writes).
+    before_close: std::sync::Mutex<Option<BoxFuture<'static, ()>>>,
 }
 
 impl fmt::Debug for EdgeState {
@@ -75,7 +79,16 @@ impl EdgeState {
                 store,
                 media_handler,
                 sessions: SessionTracker::new(),
+                before_close: std::sync::Mutex::new(None),
             }),
+        }
+    }
+
+    /// Work to run once at shutdown after live calls have drained and before the database
+    /// closes, e.g. flushing a queue of CRM writes. A later call replaces an earlier hook.
+    pub fn set_before_close(&self, hook: BoxFuture<'static, ()>) {
+        if let Ok(mut slot) = self.inner.before_close.lock() {
+            *slot = Some(hook);
         }
     }
 
@@ -321,6 +334,15 @@ pub async fn serve_router(
     {
         tracing::warn!("grace period over: closing remaining HTTP connections");
         server.abort();
+    }
+    let before_close = state
+        .inner
+        .before_close
+        .lock()
+        .ok()
+        .and_then(|mut slot| slot.take());
+    if let Some(hook) = before_close {
+        hook.await;
     }
     if let Some(store) = state.store() {
         store.close().await;

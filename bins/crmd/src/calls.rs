@@ -1,0 +1,284 @@
+//! Wires the call session (`crates/call`) into the edge: builds the shared [`CallDeps`] from the
+//! configuration and adapts axum's WebSocket to the driver's transport.
+//!
+//! Which handler answers `/ws/twilio-media`:
+//! - **live**: Google STT and TTS are reachable — either credentials are configured, or both
+//!   endpoints are plaintext `http://` (a local speech proxy or stand-in, where credentials are
+//!   optional). Calls get the full agent.
+//! - **offline fallback**: otherwise. Calls hear the short pre-recorded message shipped in the
+//!   binary and are hung up cleanly — never silence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use call::{
+    CallDeps, CallEvent, LlmConfig, LlmResponder, Responder, Script, ScriptedResponder,
+    TransportError, TwilioRest, WsIn, WsOut,
+};
+use edge::config::ResponderKind;
+use edge::{
+    Config, ConfigError, MediaStreamContext, MediaStreamHandler, OfflineFallbackHandler,
+    StartupError,
+};
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use speech::{GoogleCredentials, SttClient, SttConfig, TtsClient, TtsConfig};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use turn::TurnConfig;
+
+/// Capacity of the CRM write queue shared by all calls.
+const CRM_QUEUE_CAPACITY: usize = 8192;
+/// Capacity of the live call-event broadcast (a console that lags further drops events).
+const EVENTS_CAPACITY: usize = 4096;
+
+/// How calls are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMode {
+    /// The full agent: STT, turn-taking, responder, TTS.
+    Live,
+    /// The pre-recorded "unavailable" message, then a clean hang-up.
+    OfflineFallback,
+}
+
+/// Everything the binary needs to answer calls and shut down cleanly.
+pub struct CallWiring {
+    /// The handler given to the edge for `/ws/twilio-media`.
+    pub handler: Arc<dyn MediaStreamHandler>,
+    /// Live or offline fallback.
+    pub mode: CallMode,
+    /// The queued CRM writer (flushed at shutdown, before the database closes).
+    pub writer: crm::CrmWriter,
+    /// The writer task.
+    pub writer_task: JoinHandle<()>,
+    /// Live call events (for the console and metrics).
+    pub events: broadcast::Sender<CallEvent>,
+    /// The shared call dependencies (None in offline-fallback mode).
+    pub deps: Option<Arc<CallDeps>>,
+}
+
+impl std::fmt::Debug for CallWiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallWiring")
+            .field("mode", &self.mode)
+            .field("writer_depth", &self.writer.depth())
+            .field("deps", &self.deps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the call handler from the configuration. Must run inside the Tokio runtime.
+pub fn build(
+    config: &Config,
+    store: &crm::Store,
+    google_credentials: Option<Arc<GoogleCredentials>>,
+) -> Result<CallWiring, StartupError> {
+    let (writer, writer_task) = crm::CrmWriter::spawn(store.clone(), CRM_QUEUE_CAPACITY);
+    let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+
+    let speech = &config.speech;
+    let plaintext_speech =
+        speech.speech_endpoint.starts_with("http://") && speech.tts_endpoint.starts_with("http://");
+    if google_credentials.is_none() && !plaintext_speech {
+        tracing::warn!(
+            "speech: no Google credentials (GOOGLE_APPLICATION_CREDENTIALS or GCP_CREDENTIALS_JSON), calls will get the offline fallback"
+        );
+        return Ok(CallWiring {
+            handler: Arc::new(OfflineFallbackHandler::default()),
+            mode: CallMode::OfflineFallback,
+            writer,
+            writer_task,
+            events,
+            deps: None,
+        });
+    }
+
+    let responder = build_responder(config)?;
+    let stt = SttClient::new(
+        SttConfig {
+            endpoint: speech.speech_endpoint.clone(),
+            language_code: speech.stt_language.clone(),
+            alternative_language_codes: speech.stt_alt_languages.clone(),
+            model: speech.stt_model.clone(),
+            phrase_hints: speech.stt_phrase_hints.clone(),
+            ..SttConfig::default()
+        },
+        google_credentials.clone(),
+    )
+    .map_err(|e| invalid("GOOGLE_SPEECH_ENDPOINT", e.to_string()))?;
+    let tts = TtsClient::new(
+        TtsConfig {
+            endpoint: speech.tts_endpoint.clone(),
+            voice_name: speech.tts_voice.clone(),
+            language_code: speech.tts_language.clone(),
+            speaking_rate: speech.tts_speaking_rate,
+            streaming: speech.tts_streaming,
+            ..TtsConfig::default()
+        },
+        google_credentials,
+    )
+    .map_err(|e| invalid("GOOGLE_TTS_ENDPOINT", e.to_string()))?;
+
+    let twilio = &config.twilio;
+    let twilio_rest = match (&twilio.account_sid, &twilio.auth_token) {
+        (Some(sid), Some(token)) => Some(
+            TwilioRest::new(&twilio.api_base, sid, token.expose())
+                .map_err(|e| invalid("TWILIO_API_BASE", e.to_string()))?,
+        ),
+        _ => {
+            tracing::warn!(
+                "TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not both set: calls we end are ended by closing the media stream instead of Twilio's REST API"
+            );
+            None
+        }
+    };
+
+    let turn = &config.turn;
+    let turn_config = TurnConfig {
+        eou_ms: turn.eou_ms,
+        speech_start_ms: turn.speech_start_ms,
+        barge_in_ms: turn.barge_in_ms,
+        idle_ms: turn.idle_ms,
+        max_reprompts: turn.max_reprompts,
+        protect_greeting: turn.protect_greeting,
+        ..TurnConfig::default()
+    };
+    let mut deps = CallDeps::new(responder);
+    deps.stt = Some(stt);
+    deps.tts = Some(tts);
+    deps.crm = Some(writer.clone());
+    deps.store = Some(store.clone());
+    deps.twilio_rest = twilio_rest;
+    deps.turn_config = turn_config;
+    deps.events = Some(events.clone());
+    deps.settings.responder_timeout = config.responder.llm_timeout;
+    // Reject bad timings now (exit 2), not on the first call.
+    deps.engine_config()
+        .validate()
+        .map_err(|e| invalid("EOU_MS", e.to_string()))?;
+    let deps = Arc::new(deps);
+
+    // Synthesize the greeting and fixed lines in the background: start-up is not delayed by
+    // the network, and a call arriving first synthesizes on demand.
+    let warm = Arc::clone(&deps);
+    tokio::spawn(async move {
+        match warm.warm_tts_cache().await {
+            Ok(lines) => tracing::info!(lines, "TTS cache warmed: the greeting plays at once"),
+            Err(error) => tracing::warn!(
+                %error,
+                "TTS cache warm-up failed: the first call synthesizes its greeting on demand"
+            ),
+        }
+    });
+
+    Ok(CallWiring {
+        handler: Arc::new(LiveCallHandler {
+            deps: Arc::clone(&deps),
+        }),
+        mode: CallMode::Live,
+        writer,
+        writer_task,
+        events,
+        deps: Some(deps),
+    })
+}
+
+fn build_responder(config: &Config) -> Result<Arc<dyn Responder>, StartupError> {
+    let settings = &config.responder;
+    let script = match &settings.script_path {
+        Some(path) => Script::load(path).map_err(|e| invalid("RESPONDER_SCRIPT", e.to_string()))?,
+        None => Script::built_in().map_err(|e| invalid("RESPONDER_SCRIPT", e.to_string()))?,
+    };
+    match settings.kind {
+        ResponderKind::Scripted => Ok(Arc::new(ScriptedResponder::new(script))),
+        ResponderKind::Llm => {
+            let path = settings
+                .llm_system_prompt_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned());
+            let llm = LlmConfig::from_env_values(
+                settings.llm_base_url.as_deref(),
+                settings.llm_api_key.as_ref().map(|k| k.expose()),
+                settings.llm_model.as_deref(),
+                path.as_deref(),
+            )
+            .map_err(|e| invalid("LLM_BASE_URL", e.to_string()))?
+            .ok_or_else(|| invalid("LLM_BASE_URL", "RESPONDER=llm needs LLM_BASE_URL".into()))?;
+            // The script still provides the greeting, reprompts, goodbye and apology lines.
+            let responder = LlmResponder::new(llm, script.fixed_lines().clone())
+                .map_err(|e| invalid("LLM_BASE_URL", e.to_string()))?;
+            Ok(Arc::new(responder))
+        }
+    }
+}
+
+fn invalid(variable: &'static str, reason: String) -> StartupError {
+    StartupError::Config(ConfigError::Invalid { variable, reason })
+}
+
+/// Runs one call through [`call::run_call`] on the upgraded socket.
+#[derive(Debug)]
+struct LiveCallHandler {
+    deps: Arc<CallDeps>,
+}
+
+impl MediaStreamHandler for LiveCallHandler {
+    fn handle(&self, socket: WebSocket, ctx: MediaStreamContext) -> BoxFuture<'static, ()> {
+        let deps = Arc::clone(&self.deps);
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let summary = call::run_call(adapt(socket), deps).await;
+            tracing::info!(
+                request_id = %ctx.request_id,
+                call_sid = summary.call_sid.as_deref().unwrap_or("-"),
+                end_reason = ?summary.end_reason,
+                greetings = summary.greetings,
+                turns = summary.turns.len(),
+                wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "call session finished"
+            );
+        })
+    }
+}
+
+/// axum's WebSocket as the driver's `Stream<WsIn> + Sink<WsOut>`.
+fn adapt(
+    socket: WebSocket,
+) -> impl futures::Stream<Item = Result<WsIn, TransportError>>
++ futures::Sink<WsOut, Error = axum::Error>
++ Unpin
++ Send {
+    socket
+        .map(|message| match message {
+            Ok(Message::Text(text)) => Ok(WsIn::Text(text.as_str().to_owned())),
+            Ok(Message::Binary(bytes)) => Ok(WsIn::Binary(bytes)),
+            Ok(Message::Ping(bytes)) => Ok(WsIn::Ping(bytes)),
+            Ok(Message::Pong(bytes)) => Ok(WsIn::Pong(bytes)),
+            Ok(Message::Close(_)) => Ok(WsIn::Close),
+            Err(error) => Err(TransportError(error.to_string())),
+        })
+        .with(|out: WsOut| {
+            futures::future::ready(Ok::<_, axum::Error>(match out {
+                WsOut::Text(text) => Message::Text(text.into()),
+                WsOut::Ping(bytes) => Message::Ping(bytes),
+                WsOut::Pong(bytes) => Message::Pong(bytes),
+                WsOut::Close => Message::Close(None),
+            }))
+        })
+}
+
+/// Waits until every queued CRM write is stored (bounded: a database that stays down does not
+/// hold the shutdown forever).
+pub async fn flush_crm(writer: &crm::CrmWriter, limit: Duration) {
+    let depth = writer.depth();
+    if tokio::time::timeout(limit, writer.flush()).await.is_err() {
+        tracing::error!(
+            pending = writer.depth(),
+            "CRM writes still pending after {}s at shutdown: the database is unreachable",
+            limit.as_secs()
+        );
+    } else if depth > 0 {
+        tracing::info!(flushed = depth, "CRM write queue flushed");
+    }
+}
