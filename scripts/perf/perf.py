@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""Runs crmd's criterion benches and the callsim load ladder, then rewrites the generated blocks
+of docs/PERFORMANCE.md (everything outside the `<!-- perf:... -->` markers is left alone).
+
+Usage: scripts/perf/run.sh [--calls 50,200,500,1000,2000] [--ramp 10] [--duration 30]
+                           [--no-redial] [--skip-benches] [--skip-load] [--skip-build]
+                           [--bin-dir DIR]
+
+Each load step starts a fresh speech stand-in and a fresh crmd (release builds, SQLite in a
+temporary directory, Twilio signatures on), runs `callsim load` against them with their pids,
+stops both, and keeps the JSON report under target/perf/. The ladder stops at the first step
+that misses a hard target (p99 pacing jitter > 5 ms, dropped frames, failed call set-ups).
+Only processes this script started are stopped, by pid.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"  # --bin-dir overrides
+RESULTS = ROOT / "target" / "perf"
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+AUTH_TOKEN = "perf-run-auth-token"
+
+TARGETS = {
+    "pacing_p99_ms": 5.0,
+    "crmd_cpu_percent_per_call": 0.05,
+    "crmd_rss_kib_per_call": 100.0,
+    "greeting_p95_ms": 50.0,
+    "barge_in_p95_ms": 150.0,
+}
+
+
+def log(message):
+    print(f"[perf] {message}", file=sys.stderr, flush=True)
+
+
+def run(command, **kwargs):
+    log("$ " + " ".join(str(c) for c in command))
+    return subprocess.run(command, cwd=ROOT, check=True, **kwargs)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def wait_port(port, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def build():
+    run(["cargo", "build", "--release", "-p", "crmd", "-p", "callsim", "-p", "speech-standin"])
+
+
+def bench_targets():
+    """(package, bench name) for every criterion bench in crates/*/benches."""
+    found = []
+    for manifest in sorted((ROOT / "crates").glob("*/Cargo.toml")):
+        package = None
+        for line in manifest.read_text().splitlines():
+            if line.strip().startswith("name") and package is None:
+                package = line.split("=", 1)[1].strip().strip('"')
+        for bench in sorted((manifest.parent / "benches").glob("*.rs")):
+            found.append((package, bench.stem))
+    return found
+
+
+def run_benches():
+    criterion = ROOT / "target" / "criterion"
+    rows = []
+    for package, bench in bench_targets():
+        started = time.time()
+        try:
+            run(["cargo", "bench", "-p", package, "--bench", bench, "--", "--noplot"])
+        except subprocess.CalledProcessError as error:
+            rows.append((f"{package}/{bench}", f"FAILED ({error.returncode})", "", ""))
+            continue
+        for estimates in sorted(criterion.glob("**/new/estimates.json")):
+            if estimates.stat().st_mtime < started:
+                continue
+            meta = json.loads((estimates.parent / "benchmark.json").read_text())
+            data = json.loads(estimates.read_text())
+            median_ns = data["median"]["point_estimate"]
+            throughput = meta.get("throughput") or {}
+            per_second = ""
+            if "Bytes" in throughput:
+                per_second = f"{throughput['Bytes'] / median_ns * 1e9 / 1e6:.0f} MB/s"
+            elif "Elements" in throughput:
+                per_second = f"{throughput['Elements'] / median_ns * 1e9 / 1e6:.2f} M elem/s"
+            rows.append((f"{package}/{bench}", meta["full_id"], format_ns(median_ns), per_second))
+    return rows
+
+
+def format_ns(ns):
+    if ns < 1e3:
+        return f"{ns:.1f} ns"
+    if ns < 1e6:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns / 1e6:.2f} ms"
+
+
+def load_step(calls, ramp, duration, redial, workdir):
+    standin_port, crmd_port = free_port(), free_port()
+    standin_log = open(workdir / f"standin-{calls}.log", "w")
+    crmd_log = open(workdir / f"crmd-{calls}.log", "w")
+    standin = subprocess.Popen(
+        [RELEASE / "speech-standin", "--listen", f"127.0.0.1:{standin_port}", "--stats-every-s", "10"],
+        stdout=standin_log, stderr=subprocess.STDOUT,
+    )
+    env = dict(os.environ)
+    env.update({
+        "PORT": str(crmd_port),
+        "DATABASE_URL": f"sqlite://{workdir}/crmd-{calls}.sqlite",
+        "GOOGLE_SPEECH_ENDPOINT": f"http://127.0.0.1:{standin_port}",
+        "GOOGLE_TTS_ENDPOINT": f"http://127.0.0.1:{standin_port}",
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "RUST_LOG": "info",
+    })
+    crmd = None
+    try:
+        wait_port(standin_port)
+        crmd = subprocess.Popen([RELEASE / "crmd"], env=env, stdout=crmd_log, stderr=subprocess.STDOUT,
+                                cwd=workdir)
+        wait_http(f"http://127.0.0.1:{crmd_port}/healthz")
+        try:
+            readiness = json.loads(wait_http(f"http://127.0.0.1:{crmd_port}/readyz"))
+        except (RuntimeError, ValueError):
+            readiness = {}
+        command = [
+            RELEASE / "callsim", "load", "--json",
+            "--url", f"http://127.0.0.1:{crmd_port}",
+            "--calls", str(calls), "--ramp", str(ramp), "--duration", str(duration),
+            "--pid", str(crmd.pid), "--standin-pid", str(standin.pid),
+        ]
+        if redial:
+            command.append("--redial")
+        log("$ " + " ".join(str(c) for c in command))
+        result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
+                                env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN})
+        report = json.loads(result.stdout)
+        report["crmd_readiness"] = readiness
+        report["command"] = " ".join(str(c) for c in command[1:]).replace(str(crmd.pid), "$CRMD_PID").replace(
+            str(standin.pid), "$STANDIN_PID").replace(str(crmd_port), "$PORT")
+        return report
+    finally:
+        if crmd is not None:
+            stop(crmd)
+        stop(standin)
+        standin_log.close()
+        crmd_log.close()
+
+
+def misses(report):
+    """Hard targets missed (the ladder stops after a step that misses one)."""
+    missed = []
+    p99 = report["pacing"]["p99_ms"]
+    if p99 is None or p99 > TARGETS["pacing_p99_ms"]:
+        missed.append(f"pacing p99 {p99} ms > 5 ms")
+    if report["frames_dropped"] > 0:
+        missed.append(f"{report['frames_dropped']} frames dropped")
+    if report["setup_errors"]:
+        missed.append(f"{sum(report['setup_errors'].values())} call set-ups failed")
+    if report["ws_errors"] > 0:
+        missed.append(f"{report['ws_errors']} WebSocket errors")
+    return missed
+
+
+def ms(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+def usage_cell(usage, per_call=True):
+    if not usage:
+        return "-"
+    cell = f"{usage['cpu_percent']:.1f} %"
+    if per_call:
+        cell += f" ({usage['cpu_percent_per_call']:.4f} %/call)"
+    return cell
+
+
+def render_load(reports, stopped_because, args):
+    lines = []
+    if not reports:
+        return "No load run recorded yet: run `scripts/perf/run.sh`.\n"
+    first = reports[0]
+    machine = first["machine"]
+    readiness = first.get("crmd_readiness", {})
+    lines.append(f"Generated by `scripts/perf/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                 f"commit `{git_commit()}`.")
+    lines.append("")
+    lines.append(f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}. "
+                 "crmd, the speech stand-in and the simulator share these cores, so every figure includes "
+                 "their competition; each process's own CPU is reported.")
+    lines.append("")
+    speech = readiness.get("speech", "unknown")
+    lines.append(f"crmd `/readyz` during the run said speech = \"{speech}\". When that says the offline "
+                 "fallback is in use, crmd answers every call with its 11.8 s recorded apology and hangs up "
+                 "(no STT/TTS traffic): the figures then measure the edge, the WebSocket path and the paced "
+                 "playback, not a conversation. `--redial` keeps the concurrency at N by placing a new call "
+                 "whenever crmd hangs one up, so webhook handling and CRM writes are part of the cost.")
+    lines.append("")
+    lines.append("| calls | placed | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
+                 "barge-in p95 ms | pacing p50 / p99 / max ms | late / dropped frames | agent jitter p99 ms | "
+                 "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | load avg before |")
+    lines.append("|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in reports:
+        g, t, b, p, j = r["greeting"], r["turn_latency"], r["barge_in_latency"], r["pacing"], r["agent_frame_jitter"]
+        crmd = r.get("server")
+        rss = f"{crmd['rss_per_call_kib']:.1f} KiB" if crmd else "-"
+        lines.append(
+            f"| {r['calls_requested']} | {r['calls_placed']} | {sum(r['setup_errors'].values())} | {r['ws_errors']} | "
+            f"{ms(g['p50_ms'])} / {ms(g['p95_ms'])} | {ms(t['p50_ms'])} / {ms(t['p95_ms'])} | {ms(b['p95_ms'])} | "
+            f"{ms(p['p50_ms'])} / {ms(p['p99_ms'])} / {ms(p['max_ms'])} | {r['frames_late']} / {r['frames_dropped']} | "
+            f"{ms(j['p99_ms'])} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
+            f"{usage_cell(r.get('simulator'), False)} | {r.get('load_average_before', '-').split(' ')[0]} |")
+    lines.append("")
+    if stopped_because:
+        lines.append(f"The ladder stopped at {reports[-1]['calls_requested']} calls: {'; '.join(stopped_because)}.")
+        lines.append("")
+    lines.append("Targets (issue 9): >= 2,000 concurrent calls with p99 pacing jitter <= 5 ms and no dropped "
+                 "frames; crmd <= 0.05 % of a core and <= 100 KiB RSS per call; greeting <= 50 ms after `start`; "
+                 "barge-in `clear` <= 150 ms after caller onset (p95). Published anchors: SiphonAI 0.54 % of a "
+                 "core per call; Pipecat Cloud 0.5 vCPU per voice session.")
+    lines.append("")
+    lines.append("Commands (per step; `$CRMD_PID`/`$STANDIN_PID`/`$PORT` are the processes the script started):")
+    lines.append("")
+    lines.append("```")
+    for r in reports:
+        lines.append(f"callsim {r['command']}")
+    lines.append("```")
+    lines.append("")
+    lines.append("Columns: *greeting* = `start` -> first agent audio; *turn* = caller's last voiced frame -> "
+                 "first agent audio of the reply; *barge-in* = caller onset over playing agent audio -> `clear`; "
+                 "*pacing* = lateness of each caller frame against its 20 ms slot (simulator side); *agent "
+                 "jitter* = lateness of agent frames against the reply's real-time schedule; CPU is % of one "
+                 "core averaged over the steady window (all calls started + 2 s, to the end); RSS/call = (peak "
+                 "in the window - before the first call) / calls. Full JSON reports: `target/perf/load-N.json`.")
+    return "\n".join(lines) + "\n"
+
+
+def render_benches(rows):
+    if not rows:
+        return "Benches not run in the last `scripts/perf/run.sh` (use it without `--skip-benches`).\n"
+    lines = ["Latest criterion medians from `scripts/perf/run.sh` "
+             f"(`cargo bench -p PACKAGE --bench NAME -- --noplot`, commit `{git_commit()}`):", "",
+             "| bench target | benchmark | median | throughput |", "|---|---|---:|---:|"]
+    for target, bench_id, median, throughput in rows:
+        lines.append(f"| {target} | {bench_id} | {median} | {throughput} |")
+    return "\n".join(lines) + "\n"
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+HOW_TO = """Everything below runs on one machine; nothing touches the internet.
+
+```sh
+scripts/perf/run.sh                       # release build, all criterion benches, load ladder 50..2000
+scripts/perf/run.sh --skip-benches --calls 50,200 --duration 20   # a quick load check
+```
+
+By hand (three terminals):
+
+```sh
+cargo build --release -p crmd -p callsim -p speech-standin
+target/release/speech-standin --listen 127.0.0.1:50051
+PORT=8080 GOOGLE_SPEECH_ENDPOINT=http://127.0.0.1:50051 GOOGLE_TTS_ENDPOINT=http://127.0.0.1:50051 \\
+  DATABASE_URL=sqlite:///tmp/crmd-perf.sqlite TWILIO_AUTH_TOKEN=t target/release/crmd
+target/release/callsim call --url http://127.0.0.1:8080 --auth-token t --out /tmp/agent.wav
+target/release/callsim load --url http://127.0.0.1:8080 --auth-token t --calls 500 --ramp 10 \\
+  --duration 30 --pid $(pgrep -n crmd) --standin-pid $(pgrep -n speech-standin) [--redial] [--json]
+```
+
+`callsim call --script steps.toml` runs a scripted call (say / say_text / wait_ms / listen_ms / dtmf /
+interrupt_after_ms / hangup_without_stop; see `bins/callsim/src/steps.rs`).
+"""
+
+
+def replace_block(text, name, body):
+    begin, end = f"<!-- perf:{name}:begin -->", f"<!-- perf:{name}:end -->"
+    block = f"{begin}\n{body}{end}"
+    if begin in text and end in text:
+        before = text[: text.index(begin)]
+        after = text[text.index(end) + len(end):]
+        return before + block + after
+    return None
+
+
+def write_doc(load_body, bench_body):
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    for name, heading, body in (
+        ("load", "## Load (callsim)", load_body),
+        ("howto", "## How to reproduce", HOW_TO),
+        ("benches", None, bench_body),
+    ):
+        if body is None:
+            continue
+        replaced = replace_block(text, name, body)
+        if replaced is not None:
+            text = replaced
+            continue
+        block = f"<!-- perf:{name}:begin -->\n{body}<!-- perf:{name}:end -->\n"
+        anchor = "<!-- perf:howto:end -->"
+        if heading is None and anchor in text:
+            at = text.index(anchor) + len(anchor)
+            text = text[:at] + "\n\n" + block + text[at:].lstrip("\n")
+        else:
+            text = text.rstrip("\n") + f"\n\n{heading or '## Benchmarks'}\n\n{block}"
+    DOC.write_text(text)
+    log(f"wrote {DOC}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default="50,200,500,1000,2000")
+    parser.add_argument("--ramp", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--no-redial", action="store_true")
+    parser.add_argument("--skip-benches", action="store_true")
+    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--bin-dir", help="take crmd, callsim and speech-standin from here "
+                        "(implies --skip-build); default target/release")
+    args = parser.parse_args()
+    global RELEASE
+    if args.bin_dir:
+        RELEASE = pathlib.Path(args.bin_dir).resolve()
+        args.skip_build = True
+
+    if platform.system() != "Linux":
+        sys.exit("perf.py reads /proc: Linux only")
+    if not args.skip_build:
+        build()
+    bench_rows = None if args.skip_benches else run_benches()
+
+    load_body = None
+    if not args.skip_load:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="crmd-perf-"))
+        reports, stopped_because = [], []
+        try:
+            for calls in [int(c) for c in args.calls.split(",") if c.strip()]:
+                report = load_step(calls, args.ramp, args.duration, not args.no_redial, workdir)
+                (RESULTS / f"load-{calls}.json").write_text(json.dumps(report, indent=2))
+                reports.append(report)
+                missed = misses(report)
+                log(f"{calls} calls: pacing p99 {report['pacing']['p99_ms']} ms; missed: {missed or 'nothing'}")
+                if missed:
+                    stopped_because = missed
+                    break
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        load_body = render_load(reports, stopped_because, args)
+    write_doc(load_body, None if bench_rows is None else render_benches(bench_rows))
+
+
+if __name__ == "__main__":
+    main()
