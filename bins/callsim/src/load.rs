@@ -37,7 +37,15 @@ pub struct LoadOptions {
     pub barge_in_every: u32,
     /// Interval of the `/proc` samples.
     pub sample_every: Duration,
+    /// When a call ends before the run does (e.g. the server hangs up), place a new one in its
+    /// slot, so the concurrency stays at `calls`.
+    pub redial: bool,
 }
+
+/// Calls are not started with less than this left of the run.
+const MIN_CALL: Duration = Duration::from_secs(1);
+/// Pause before redialing after a call could not be set up.
+const REDIAL_PAUSE_AFTER_ERROR: Duration = Duration::from_millis(500);
 
 /// CPU and memory of one process over the run.
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +111,8 @@ pub struct LoadReport {
     pub ramp_s: f64,
     /// Steady duration, seconds.
     pub duration_s: f64,
+    /// Calls placed (more than `calls_requested` with redial).
+    pub calls_placed: u32,
     /// Calls whose webhook and handshake succeeded.
     pub calls_connected: u32,
     /// Calls that ran until the end of the run and hung up themselves with `stop`.
@@ -299,17 +309,36 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         let call = options.call.clone();
         let silence = Arc::clone(&silence);
         let live = Arc::clone(&live);
+        let redial = options.redial;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
-            let plan = Arc::new(CallPlan {
-                steps,
-                loop_from: Some(loop_from),
-                max_duration: run_end.saturating_duration_since(Instant::now()),
-            });
-            live.fetch_add(1, Ordering::Relaxed);
-            let outcome = run_call(&client, &call, plan, new_identity(), silence).await;
-            live.fetch_sub(1, Ordering::Relaxed);
-            outcome
+            let mut outcomes = Vec::new();
+            // Bounded by the run's end: every call lasts at most until then.
+            loop {
+                let remaining = run_end.saturating_duration_since(Instant::now());
+                if remaining < MIN_CALL {
+                    break;
+                }
+                let plan = Arc::new(CallPlan {
+                    steps: steps.clone(),
+                    loop_from: Some(loop_from),
+                    max_duration: remaining,
+                });
+                live.fetch_add(1, Ordering::Relaxed);
+                let outcome =
+                    run_call(&client, &call, plan, new_identity(), Arc::clone(&silence)).await;
+                live.fetch_sub(1, Ordering::Relaxed);
+                let failed = outcome.is_err();
+                outcomes.push(outcome);
+                if !redial {
+                    break;
+                }
+                if failed {
+                    // Do not hammer a server that refuses calls.
+                    tokio::time::sleep(REDIAL_PAUSE_AFTER_ERROR).await;
+                }
+            }
+            outcomes
         }));
     }
 
@@ -324,6 +353,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         calls_requested: options.calls,
         ramp_s: options.ramp.as_secs_f64(),
         duration_s: options.duration.as_secs_f64(),
+        calls_placed: 0,
         calls_connected: 0,
         calls_sustained: 0,
         calls_closed_by_server: 0,
@@ -354,8 +384,8 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         simulator: None,
     };
     for task in tasks {
-        let outcome = match task.await {
-            Ok(outcome) => outcome,
+        let outcomes = match task.await {
+            Ok(outcomes) => outcomes,
             Err(join) => {
                 *report
                     .setup_errors
@@ -364,46 +394,49 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 continue;
             }
         };
-        let call = match outcome {
-            Ok(outcome) => outcome.report,
-            Err(error) => {
-                let reason: String = error.to_string().chars().take(200).collect();
-                *report.setup_errors.entry(reason).or_default() += 1;
-                continue;
+        for outcome in outcomes {
+            report.calls_placed += 1;
+            let call = match outcome {
+                Ok(outcome) => outcome.report,
+                Err(error) => {
+                    let reason: String = error.to_string().chars().take(200).collect();
+                    *report.setup_errors.entry(reason).or_default() += 1;
+                    continue;
+                }
+            };
+            report.calls_connected += 1;
+            match &call.ended_by {
+                Ending::Stopped => report.calls_sustained += 1,
+                Ending::ServerClosed => report.calls_closed_by_server += 1,
+                Ending::SocketError(_) => report.ws_errors += 1,
+                Ending::HungUpWithoutStop => {}
             }
-        };
-        report.calls_connected += 1;
-        match &call.ended_by {
-            Ending::Stopped => report.calls_sustained += 1,
-            Ending::ServerClosed => report.calls_closed_by_server += 1,
-            Ending::SocketError(_) => report.ws_errors += 1,
-            Ending::HungUpWithoutStop => {}
-        }
-        match call.greetings {
-            0 => report.calls_without_greeting += 1,
-            1 => {}
-            _ => report.calls_with_repeated_greeting += 1,
-        }
-        if let Some(ms) = call.time_to_greeting_ms {
-            greeting.record(Duration::from_secs_f64(ms / 1e3));
-        }
-        turn.merge(&call.histograms.turn_latency);
-        barge.merge(&call.histograms.barge_in_latency);
-        pacing.merge(&call.histograms.pacing);
-        jitter.merge(&call.histograms.agent_frame_jitter);
-        report.utterances_without_reply += u64::from(call.utterances_without_reply);
-        report.barge_ins_missed += u64::from(call.barge_ins_missed);
-        report.agent_audio_after_clear_ms += call.agent_audio_after_clear_ms;
-        report.frames_sent += call.frames_sent;
-        report.frames_late += call.frames_late;
-        report.frames_dropped += call.frames_dropped;
-        report.playback_underruns += u64::from(call.playback_underruns);
-        report.agent_audio_s += call.agent_audio_ms as f64 / 1e3;
-        report.protocol_errors += u64::from(call.protocol_errors);
-        report.callback_errors += u64::from(call.callback_errors);
-        for sample in call.protocol_error_samples {
-            if report.protocol_error_samples.len() < 10 {
-                report.protocol_error_samples.push(sample);
+            match call.greetings {
+                0 => report.calls_without_greeting += 1,
+                1 => {}
+                _ => report.calls_with_repeated_greeting += 1,
+            }
+            if let Some(ms) = call.time_to_greeting_ms {
+                greeting.record(Duration::from_secs_f64(ms / 1e3));
+            }
+            turn.merge(&call.histograms.turn_latency);
+            barge.merge(&call.histograms.barge_in_latency);
+            pacing.merge(&call.histograms.pacing);
+            jitter.merge(&call.histograms.agent_frame_jitter);
+            report.utterances_without_reply += u64::from(call.utterances_without_reply);
+            report.barge_ins_missed += u64::from(call.barge_ins_missed);
+            report.agent_audio_after_clear_ms += call.agent_audio_after_clear_ms;
+            report.frames_sent += call.frames_sent;
+            report.frames_late += call.frames_late;
+            report.frames_dropped += call.frames_dropped;
+            report.playback_underruns += u64::from(call.playback_underruns);
+            report.agent_audio_s += call.agent_audio_ms as f64 / 1e3;
+            report.protocol_errors += u64::from(call.protocol_errors);
+            report.callback_errors += u64::from(call.callback_errors);
+            for sample in call.protocol_error_samples {
+                if report.protocol_error_samples.len() < 10 {
+                    report.protocol_error_samples.push(sample);
+                }
             }
         }
     }

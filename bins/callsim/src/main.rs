@@ -90,6 +90,9 @@ struct LoadArgs {
     /// Every this many turns the caller barges in over the reply (0: never).
     #[arg(long, default_value_t = 3)]
     barge_in_every: u32,
+    /// Place a new call when one ends early (e.g. the server hangs up), keeping --calls live.
+    #[arg(long)]
+    redial: bool,
 }
 
 fn common_options(common: &Common) -> Result<(CallOptions, Vec<Arc<CallerClip>>), String> {
@@ -265,6 +268,7 @@ async fn load(args: LoadArgs) -> Result<ExitCode, String> {
         clips,
         barge_in_every: args.barge_in_every,
         sample_every: Duration::from_secs(1),
+        redial: args.redial,
     };
     let report = run_load(options).await;
     if args.common.json {
