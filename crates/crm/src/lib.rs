@@ -14,9 +14,11 @@
 //! - [`recording`]: a call's audio as stereo Ogg Opus (caller left, agent right) written to a
 //!   file as the call goes, then referenced from the call.
 //!
-//! What it deliberately does not do: HTTP routing, authentication and request parsing (the edge
-//! crate maps [`CrmError::http_status`] to responses), reading any clock inside the data model
-//! other than "now" for contact timestamps, or talking to Twilio's voice API.
+//! What it deliberately does not do: HTTP routing, authentication, signature checks and
+//! request parsing (the edge crate does those and maps `http_status()` of [`CrmError`],
+//! [`whatsapp::SendError`] and [`whatsapp::WhatsAppError`] to responses); talk to Twilio's
+//! voice API; or decide call timing. Call-path timestamps come from the caller (`at_ms`); the
+//! store reads the wall clock only to stamp contacts and messages it creates itself.
 
 mod error;
 mod model;
