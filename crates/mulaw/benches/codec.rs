@@ -85,9 +85,9 @@ fn framer(c: &mut Criterion) {
 fn resample(c: &mut Criterion) {
     let input: Vec<i16> = mulaw::decode(&pseudo_random_bytes(8000));
     let mut group = c.benchmark_group("resample_1s");
-    group.throughput(Throughput::Elements(input.len() as u64));
     for (from, to) in [(8000, 48_000), (8000, 16_000), (24_000, 8000)] {
         let source: Vec<i16> = input.iter().cycle().take(from as usize).copied().collect();
+        group.throughput(Throughput::Elements(source.len() as u64));
         let mut resampler = mulaw::resample::Resampler::new(from, to).unwrap();
         let mut out = Vec::with_capacity(to as usize + 64);
         group.bench_function(format!("{from}_to_{to}"), |b| {
