@@ -289,6 +289,53 @@ def render_benches(rows):
     return "\n".join(lines) + "\n"
 
 
+def render_svg(reports):
+    """Latency percentiles against concurrency, log-scaled ms axis, as a standalone SVG."""
+    series = [
+        ("caller pacing p99", "#1f77b4", lambda r: r["pacing"]["p99_ms"]),
+        ("agent frame jitter p99", "#ff7f0e", lambda r: r["agent_frame_jitter"]["p99_ms"]),
+        ("greeting p95", "#2ca02c", lambda r: r["greeting"]["p95_ms"]),
+        ("turn latency p95", "#d62728", lambda r: r["turn_latency"]["p95_ms"]),
+        ("barge-in -> clear p95", "#9467bd", lambda r: r["barge_in_latency"]["p95_ms"]),
+    ]
+    import math
+    width, height, left, right, top, bottom = 760, 420, 70, 200, 30, 50
+    plot_w, plot_h = width - left - right, height - top - bottom
+    lo, hi = 0.1, 10_000.0
+
+    def y(ms_value):
+        v = min(max(ms_value, lo), hi)
+        return top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+
+    def x(i):
+        return left + (plot_w * i / max(len(reports) - 1, 1))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="14">crmd under callsim load: latency percentiles (ms, log scale)</text>']
+    for decade in (0.1, 1, 10, 100, 1000, 10000):
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(decade):.1f}" y2="{y(decade):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 8}" y="{y(decade) + 4:.1f}" text-anchor="end">{decade:g}</text>')
+    for target, label in ((5, "5 ms pacing target"), (50, "50 ms greeting"), (150, "150 ms barge-in")):
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(target):.1f}" y2="{y(target):.1f}" stroke="#999" stroke-dasharray="4 4"/>')
+        out.append(f'<text x="{left + plot_w - 4}" y="{y(target) - 4:.1f}" text-anchor="end" fill="#777">{label}</text>')
+    for i, r in enumerate(reports):
+        out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 20}" text-anchor="middle">{r["calls_requested"]}</text>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">concurrent calls</text>')
+    for k, (name, colour, pick) in enumerate(series):
+        points = [(x(i), y(pick(r))) for i, r in enumerate(reports) if pick(r) is not None]
+        if points:
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                       + " ".join(f"{px:.1f},{py:.1f}" for px, py in points) + '"/>')
+            for px, py in points:
+                out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>')
+        ly = top + 14 + 18 * k
+        out.append(f'<line x1="{left + plot_w + 15}" x2="{left + plot_w + 35}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def git_commit():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -396,6 +443,9 @@ def main():
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         load_body = render_load(reports, stopped_because, args)
+        if reports:
+            (RESULTS / "load-latency.svg").write_text(render_svg(reports))
+            log(f"wrote {RESULTS / 'load-latency.svg'}")
     write_doc(load_body, None if bench_rows is None else render_benches(bench_rows))
 
 

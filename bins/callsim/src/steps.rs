@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("steps");
+        let conversation = load_steps(&dir.join("conversation.toml")).unwrap();
+        assert_eq!(conversation.len(), 7);
+        let barge_in = load_steps(&dir.join("barge-in.toml")).unwrap();
+        assert!(matches!(barge_in[2], Step::Interrupt { .. }));
+        assert!(matches!(barge_in.last(), Some(Step::HangUpWithoutStop)));
+    }
+
+    #[test]
     fn bad_steps_name_the_step_and_the_fix() {
         let two = "[[step]]\nwait_ms = 1\nlisten_ms = 2\n";
         let error = parse_steps(two, "t.toml", Path::new(".")).unwrap_err();

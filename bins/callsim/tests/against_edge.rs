@@ -189,7 +189,11 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
     // The server hangs up after its 600 ms clip; with redial every slot places new calls
     // until less than a second of the 2.4 s run is left.
     assert!(report.calls_placed >= 8, "{}", report.calls_placed);
-    assert_eq!(report.calls_connected, report.calls_placed, "{:?}", report.setup_errors);
+    assert_eq!(
+        report.calls_connected, report.calls_placed,
+        "{:?}",
+        report.setup_errors
+    );
     assert_eq!(report.calls_closed_by_server, report.calls_placed);
     assert_eq!(report.calls_without_greeting, 0);
     assert_eq!(report.greeting.count, u64::from(report.calls_placed));
