@@ -1,0 +1,304 @@
+//! [`Console`]: the registry task that subscribes to the calls' event broadcast, keeps the
+//! live-call snapshot and the metrics, and republishes each event (serialized once, numbered)
+//! to the browsers.
+//!
+//! Ordering invariant: the registry applies an event to the snapshot and publishes it under one
+//! lock, and a browser takes its snapshot and subscribes under the same lock, so every browser
+//! sees each event exactly once: either inside its snapshot or as a later `call` event.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use call::{CallEvent, CallSummary};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::auth::ApiToken;
+use crate::live::{LiveCall, LiveCalls, event_call_sid};
+use crate::metrics::{Metrics, ScrapeGauges};
+
+/// Reads the CRM write-queue depth at scrape time (e.g. `move || writer.depth()`).
+pub type DepthProbe = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// How the console is set up.
+#[derive(Clone)]
+pub struct ConsoleOptions {
+    /// `CRMD_API_TOKEN`; without it the data routes and `/metrics` answer 503.
+    pub api_token: Option<ApiToken>,
+    /// CRM write-queue depth for `crmd_db_queue_depth` (omitted from `/metrics` when `None`).
+    pub db_queue_depth: Option<DepthProbe>,
+    /// Events buffered per browser; a browser further behind loses events (counted) and is
+    /// told to resynchronise. Calls never wait for browsers.
+    pub per_browser_buffer: usize,
+    /// A live call not heard of for this long is dropped from the snapshot (its end was lost).
+    pub stale_call_after: Duration,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            api_token: None,
+            db_queue_depth: None,
+            per_browser_buffer: 1024,
+            stale_call_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl fmt::Debug for ConsoleOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsoleOptions")
+            .field("api_token", &self.api_token)
+            .field("db_queue_depth", &self.db_queue_depth.is_some())
+            .field("per_browser_buffer", &self.per_browser_buffer)
+            .field("stale_call_after", &self.stale_call_after)
+            .finish()
+    }
+}
+
+/// One event as sent to browsers: `{"seq":…,"at_ms":…,"event":{…CallEvent…}}`.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub(crate) seq: u64,
+    pub(crate) call_sid: String,
+    pub(crate) json: String,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    live: LiveCalls,
+    seq: u64,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    fanout: broadcast::Sender<Arc<Published>>,
+    metrics: Metrics,
+    options: ConsoleOptions,
+}
+
+/// The live console: cheap to clone, shared by the routes and the registry task.
+#[derive(Clone)]
+pub struct Console {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Console")
+            .field("options", &self.inner.options)
+            .field("live_calls", &self.live_call_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock now, unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Console {
+    /// A console with no registry task: feed it with [`Console::handle_call_event`].
+    #[must_use]
+    pub fn new(options: ConsoleOptions) -> Console {
+        let (fanout, _) = broadcast::channel(options.per_browser_buffer.max(1));
+        Console {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(Registry::default()),
+                fanout,
+                metrics: Metrics::default(),
+                options,
+            }),
+        }
+    }
+
+    /// A console fed by `events` (the `CallDeps::events` sender): spawns the registry task,
+    /// which runs until every sender of `events` is dropped. Must run inside a Tokio runtime.
+    pub fn spawn(
+        events: &broadcast::Sender<CallEvent>,
+        options: ConsoleOptions,
+    ) -> (Console, JoinHandle<()>) {
+        let console = Console::new(options);
+        let mut receiver = events.subscribe();
+        let task_console = console.clone();
+        let task = tokio::spawn(async move {
+            let stale_after = task_console.inner.options.stale_call_after;
+            let mut sweep = tokio::time::interval(
+                stale_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            );
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    received = receiver.recv() => match received {
+                        Ok(event) => task_console.handle_call_event(&event),
+                        Err(broadcast::error::RecvError::Lagged(lost)) => {
+                            tracing::warn!(lost, "console fell behind the call events; live view may miss lines");
+                            task_console.inner.metrics.observe_events_lagged(lost);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = sweep.tick() => task_console.handle_sweep(),
+                }
+            }
+        });
+        (console, task)
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the registry half-updated in a way that
+        // matters more than losing the console, so keep serving.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Folds one call event into the live snapshot and the metrics and publishes it to the
+    /// browsers. Never waits for a browser.
+    pub fn handle_call_event(&self, event: &CallEvent) {
+        let at_ms = now_ms();
+        let call_sid = event_call_sid(event).unwrap_or_default().to_owned();
+        let event_json = match serde_json::to_string(event) {
+            Ok(json) => json,
+            Err(error) => {
+                tracing::error!(%error, "call event not serializable; not shown in the console");
+                return;
+            }
+        };
+        let mut registry = self.registry();
+        let effect = registry.live.handle_event(event, at_ms);
+        self.inner
+            .metrics
+            .observe_event(event, effect.new_turn_kind);
+        registry.seq += 1;
+        let seq = registry.seq;
+        let published = Published {
+            seq,
+            call_sid,
+            json: format!(r#"{{"seq":{seq},"at_ms":{at_ms},"event":{event_json}}}"#),
+        };
+        // No browser connected is fine.
+        let _ = self.inner.fanout.send(Arc::new(published));
+    }
+
+    fn handle_sweep(&self) {
+        let stale_after =
+            u64::try_from(self.inner.options.stale_call_after.as_millis()).unwrap_or(u64::MAX);
+        let dropped = self.registry().live.handle_tick(now_ms(), stale_after);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "console forgot live calls not heard of for a long time"
+            );
+        }
+    }
+
+    /// Counts what only a finished call's summary knows (STT restarts and reopens): call it
+    /// with what `call::run_call` returned.
+    pub fn observe_call_summary(&self, summary: &CallSummary) {
+        self.inner.metrics.observe_call_summary(summary);
+    }
+
+    /// Counts one WhatsApp send by status (`crmd_whatsapp_sends_total{status=…}`).
+    pub fn observe_whatsapp_send(&self, status: &str) {
+        self.inner.metrics.observe_whatsapp_send(status);
+    }
+
+    /// Counts a media WebSocket failure outside a call's driver (e.g. a failed upgrade).
+    pub fn observe_websocket_error(&self) {
+        self.inner.metrics.observe_websocket_error();
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Calls in progress (all, or only `call_sid`).
+    #[must_use]
+    pub fn live_calls(&self, call_sid: Option<&str>) -> Vec<LiveCall> {
+        self.registry().live.snapshot(call_sid)
+    }
+
+    /// How many calls are in progress.
+    #[must_use]
+    pub fn live_call_count(&self) -> usize {
+        self.registry().live.len()
+    }
+
+    /// `/metrics` as text.
+    #[must_use]
+    pub fn render_metrics(&self) -> String {
+        let gauges = ScrapeGauges {
+            calls_active: self.live_call_count(),
+            db_queue_depth: self
+                .inner
+                .options
+                .db_queue_depth
+                .as_ref()
+                .map(|probe| probe()),
+        };
+        self.inner.metrics.render(gauges)
+    }
+
+    pub(crate) fn api_token(&self) -> Option<&ApiToken> {
+        self.inner.options.api_token.as_ref()
+    }
+
+    /// The snapshot, its sequence number and a subscription starting right after it.
+    pub(crate) fn subscribe(
+        &self,
+        call_sid: Option<&str>,
+    ) -> (Vec<LiveCall>, u64, broadcast::Receiver<Arc<Published>>) {
+        let registry = self.registry();
+        let snapshot = registry.live.snapshot(call_sid);
+        (snapshot, registry.seq, self.inner.fanout.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_sees_each_event_once_after_its_snapshot() {
+        let console = Console::new(ConsoleOptions::default());
+        let sid = "CA00000000000000000000000000000002";
+        console.handle_call_event(&CallEvent::CallStarted {
+            call_sid: sid.into(),
+            stream_sid: "MZ2".into(),
+        });
+        let (snapshot, seq, mut receiver) = console.subscribe(None);
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(seq, 1);
+        console.handle_call_event(&CallEvent::Transcript {
+            call_sid: sid.into(),
+            text: "שלום".into(),
+            is_final: true,
+        });
+        let published = receiver.try_recv().unwrap();
+        assert_eq!(published.seq, 2);
+        assert_eq!(published.call_sid, sid);
+        let value: serde_json::Value = serde_json::from_str(&published.json).unwrap();
+        assert_eq!(value["event"]["type"], "transcript");
+        assert_eq!(value["event"]["text"], "שלום");
+        assert!(value["at_ms"].as_u64().unwrap() > 0);
+        assert!(receiver.try_recv().is_err(), "nothing else was published");
+        assert_eq!(console.metrics().calls_started(), 1);
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let console = Console::new(ConsoleOptions {
+            api_token: ApiToken::new("hunter2-secret"),
+            ..ConsoleOptions::default()
+        });
+        let shown = format!("{console:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+}
