@@ -78,9 +78,7 @@ pub fn build(
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
 
     let speech = &config.speech;
-    let plaintext_speech =
-        speech.speech_endpoint.starts_with("http://") && speech.tts_endpoint.starts_with("http://");
-    if google_credentials.is_none() && !plaintext_speech {
+    if google_credentials.is_none() && !speech.plaintext_endpoints() {
         tracing::warn!(
             "speech: no Google credentials (GOOGLE_APPLICATION_CREDENTIALS or GCP_CREDENTIALS_JSON), calls will get the offline fallback"
         );

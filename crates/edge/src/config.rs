@@ -182,6 +182,17 @@ impl SpeechSettings {
     pub fn has_credentials(&self) -> bool {
         self.application_credentials_path.is_some() || self.credentials_json.is_some()
     }
+
+    /// True when both speech endpoints are plaintext `http://` (a local speech proxy or
+    /// stand-in), where credentials are optional.
+    pub fn plaintext_endpoints(&self) -> bool {
+        self.speech_endpoint.starts_with("http://") && self.tts_endpoint.starts_with("http://")
+    }
+
+    /// True when calls get the live agent rather than the offline fallback.
+    pub fn live_calls(&self) -> bool {
+        self.has_credentials() || self.plaintext_endpoints()
+    }
 }
 
 /// Turn-taking timings.
@@ -486,6 +497,11 @@ impl Config {
                 } else {
                     "GCP_CREDENTIALS_JSON redacted"
                 }
+            )
+        } else if sp.plaintext_endpoints() {
+            format!(
+                "speech: stt={} tts={} (plaintext endpoints {} and {}, no credentials)",
+                sp.stt_language, sp.tts_voice, sp.speech_endpoint, sp.tts_endpoint
             )
         } else {
             "speech: no Google credentials, calls will get the offline fallback".to_owned()

@@ -51,6 +51,8 @@ pub async fn readyz(State(state): State<EdgeState>) -> Response {
     };
     let speech = if state.config().speech.has_credentials() {
         "configured".to_owned()
+    } else if state.config().speech.plaintext_endpoints() {
+        "plaintext endpoints (no credentials needed)".to_owned()
     } else {
         "missing: set GOOGLE_APPLICATION_CREDENTIALS or GCP_CREDENTIALS_JSON (calls get the offline fallback)".to_owned()
     };
