@@ -8,15 +8,22 @@
 //! - [`router`] / [`serve`] run the routes with a body limit, request ids, panic catching and an
 //!   `X-App-Signature` header naming the build on every response; [`serve`] drains live calls for
 //!   `SHUTDOWN_GRACE_S` and closes the database when the shutdown future completes.
+//! - WhatsApp ([`whatsapp_routes`]): Twilio's inbound and status webhooks (signature-checked like
+//!   the voice ones), the bridge's inbound webhook and `POST /api/whatsapp/send`, served through a
+//!   [`WhatsAppChannel`] built from the configuration ([`EdgeState::set_whatsapp`]).
+//! - The CRM read API ([`api`]): contacts, calls with transcripts, messages and recordings as
+//!   JSON pages, behind the bearer check of [`auth`] (`CRMD_API_TOKEN`; unset = `503`, never open).
 //! - The WebSocket upgrade echoes `Sec-WebSocket-Protocol: audio.twilio.com` when it is offered
 //!   and hands the socket to a [`MediaStreamHandler`]; [`OfflineFallbackHandler`] is the one used
 //!   when there are no speech credentials.
 //!
 //! What it deliberately does not do: run a conversation (the call session crate does, plugged in
 //! through [`MediaStreamHandler`]), parse Twilio wire formats or compute signatures (the
-//! `twilio-stream` crate), or talk SQL (the `crm` crate). It never reads the process environment;
+//! `twilio-stream` crate), or talk SQL and decide message lifecycles (the `crm` crate). It never reads the process environment;
 //! the binary collects the variables and passes them in.
 
+pub mod api;
+pub mod auth;
 pub mod build_info;
 pub mod config;
 pub mod error;
@@ -25,7 +32,10 @@ pub mod media;
 pub mod offline;
 pub mod server;
 pub mod twilio_form;
+pub mod whatsapp_routes;
 
+pub use api::ApiError;
+pub use auth::{ApiToken, require_api_token};
 pub use build_info::BuildInfo;
 pub use config::{Config, ConfigError, LogFormat, Secret};
 pub use error::{RequestError, StartupError};
@@ -36,3 +46,4 @@ pub use server::{
     serve, serve_router, shutdown_signal, with_layers,
 };
 pub use twilio_form::TwilioForm;
+pub use whatsapp_routes::{WhatsAppChannel, spawn_bridge_supervisor};

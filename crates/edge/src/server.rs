@@ -24,8 +24,9 @@ use tower_http::trace::TraceLayer;
 use crate::build_info::BuildInfo;
 use crate::config::{Config, redact_database_url};
 use crate::error::StartupError;
-use crate::handlers;
 use crate::media::{MediaStreamHandler, SessionTracker};
+use crate::whatsapp_routes::{self, WhatsAppChannel};
+use crate::{api, handlers};
 
 /// Response header naming the build on every response.
 pub const APP_SIGNATURE_HEADER: &str = "x-app-signature";
@@ -47,6 +48,8 @@ struct Inner {
     /// Runs once at shutdown, after live calls drained and before the database closes
     /// (flushes queued CRM writes).
     before_close: std::sync::Mutex<Option<BoxFuture<'static, ()>>>,
+    /// Serves the WhatsApp routes once set (they answer `503` before).
+    whatsapp: std::sync::OnceLock<WhatsAppChannel>,
 }
 
 impl fmt::Debug for EdgeState {
@@ -57,6 +60,10 @@ impl fmt::Debug for EdgeState {
             .field("started_at", &self.inner.started_at)
             .field("store", &self.inner.store.as_ref().map(|s| s.backend()))
             .field("live_sessions", &self.inner.sessions.live())
+            .field(
+                "whatsapp_sending",
+                &self.whatsapp().map(WhatsAppChannel::sending_enabled),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -80,8 +87,23 @@ impl EdgeState {
                 media_handler,
                 sessions: SessionTracker::new(),
                 before_close: std::sync::Mutex::new(None),
+                whatsapp: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Serves the WhatsApp webhooks and `POST /api/whatsapp/send` through `whatsapp` (until it
+    /// is set they answer `503`). Set it once, while building the state; a second call is
+    /// ignored with a warning.
+    pub fn set_whatsapp(&self, whatsapp: WhatsAppChannel) {
+        if self.inner.whatsapp.set(whatsapp).is_err() {
+            tracing::warn!("the WhatsApp channel was already set; the second one is ignored");
+        }
+    }
+
+    /// The WhatsApp channel, once [`EdgeState::set_whatsapp`] was called.
+    pub fn whatsapp(&self) -> Option<&WhatsAppChannel> {
+        self.inner.whatsapp.get()
     }
 
     /// Work to run once at shutdown after live calls have drained and before the database
@@ -128,8 +150,8 @@ impl EdgeState {
     }
 }
 
-/// The routes without layers or state, for composing more routes (WhatsApp, `/api/*`) before
-/// [`router`] adds the layers.
+/// The routes without layers or state (voice webhooks, WebSocket, WhatsApp webhooks and send,
+/// the `/api/*` read API), for composing more routes before [`with_layers`] adds the layers.
 pub fn routes() -> Router<EdgeState> {
     Router::new()
         .route("/", get(handlers::root))
@@ -140,6 +162,25 @@ pub fn routes() -> Router<EdgeState> {
         .route("/webhook/stream_status", post(handlers::stream_status))
         .route("/webhook/stream_ended", post(handlers::stream_ended))
         .route("/ws/twilio-media", get(handlers::media_stream_upgrade))
+        .route(
+            "/webhook/whatsapp/twilio",
+            post(whatsapp_routes::twilio_inbound),
+        )
+        .route(
+            "/webhook/whatsapp/status",
+            post(whatsapp_routes::twilio_status),
+        )
+        .route(
+            "/webhook/whatsapp/bridge",
+            post(whatsapp_routes::bridge_inbound),
+        )
+        .route("/api/whatsapp/send", post(whatsapp_routes::send))
+        .route("/api/contacts", get(api::list_contacts))
+        .route("/api/contacts/{id}", get(api::get_contact))
+        .route("/api/calls", get(api::list_calls))
+        .route("/api/calls/{call_sid}", get(api::get_call))
+        .route("/api/calls/{call_sid}/recording", get(api::get_recording))
+        .route("/api/messages", get(api::list_messages))
         .fallback(handlers::not_found)
 }
 
