@@ -521,12 +521,19 @@ async fn rest_hangup_of_an_ended_call_is_not_an_error_and_refusals_are_explained
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dtmf_key_is_answered_like_speech() {
-    let mut h = Harness::start(Options::default()).await;
-    run_twilio_client(
+async fn a_dtmf_key_is_answered_like_speech_and_bad_frames_do_not_end_the_call() {
+    let mut h = Harness::start(Options {
+        configure: Some(|deps| deps.settings.keepalive_interval = Duration::from_millis(300)),
+        ..Options::default()
+    })
+    .await;
+    let log = run_twilio_client(
         &h.ws_url,
         vec![
             Step::WaitUntilAgentDone,
+            Step::SendRaw("{not json".into()),
+            Step::SendRaw(r#"{"event":"something-new","streamSid":"MZ0123456789abcdef0123456789abcdef"}"#.into()),
+            Step::SendRaw(r#"{"event":"media","sequenceNumber":"9","streamSid":"MZother","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"//8="}}"#.into()),
             Step::Dtmf('1'),
             Step::WaitUntilAgentDone,
             Step::Silence(100),
@@ -536,6 +543,8 @@ async fn a_dtmf_key_is_answered_like_speech() {
     )
     .await;
     let summary = h.summary().await;
+    assert_eq!(summary.end_reason, EndReason::Stopped);
+    assert!(log.pings >= 2, "keep-alive pings: {}", log.pings);
     let reply = &summary.turns[1];
     assert_eq!(reply.caller_text.as_deref(), Some("[DTMF 1]"));
     assert!(reply.agent_text.starts_with("אנחנו פתוחים"), "{reply:?}");

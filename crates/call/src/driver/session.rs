@@ -100,39 +100,42 @@ struct SynthJob {
 impl SynthJob {
     fn spawn(tts: TtsClient, turn: TurnId, text: String, use_cache: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            // Send errors mean the job was dropped (cancelled): nothing left to do.
-            if let Some(audio) = tts.cached(&text) {
-                let _ = tx.send(SynthMsg::Audio(audio));
+        let task = tokio::spawn(
+            async move {
+                // Send errors mean the job was dropped (cancelled): nothing left to do.
+                if let Some(audio) = tts.cached(&text) {
+                    let _ = tx.send(SynthMsg::Audio(audio));
+                    let _ = tx.send(SynthMsg::Done);
+                    return;
+                }
+                if use_cache {
+                    match tts.synthesize_cached(&text).await {
+                        Ok(audio) => {
+                            let _ = tx.send(SynthMsg::Audio(audio));
+                            let _ = tx.send(SynthMsg::Done);
+                        }
+                        Err(error) => {
+                            let _ = tx.send(SynthMsg::Failed(error));
+                        }
+                    }
+                    return;
+                }
+                let mut chunks = std::pin::pin!(tts.synthesize_stream(&text));
+                while let Some(chunk) = chunks.next().await {
+                    match chunk {
+                        Ok(audio) => {
+                            let _ = tx.send(SynthMsg::Audio(audio));
+                        }
+                        Err(error) => {
+                            let _ = tx.send(SynthMsg::Failed(error));
+                            return;
+                        }
+                    }
+                }
                 let _ = tx.send(SynthMsg::Done);
-                return;
             }
-            if use_cache {
-                match tts.synthesize_cached(&text).await {
-                    Ok(audio) => {
-                        let _ = tx.send(SynthMsg::Audio(audio));
-                        let _ = tx.send(SynthMsg::Done);
-                    }
-                    Err(error) => {
-                        let _ = tx.send(SynthMsg::Failed(error));
-                    }
-                }
-                return;
-            }
-            let mut chunks = std::pin::pin!(tts.synthesize_stream(&text));
-            while let Some(chunk) = chunks.next().await {
-                match chunk {
-                    Ok(audio) => {
-                        let _ = tx.send(SynthMsg::Audio(audio));
-                    }
-                    Err(error) => {
-                        let _ = tx.send(SynthMsg::Failed(error));
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(SynthMsg::Done);
-        });
+            .in_current_span(),
+        );
         SynthJob {
             turn,
             rx,
@@ -274,7 +277,9 @@ where
     S: Stream<Item = Result<WsIn, TransportError>> + Sink<WsOut> + Unpin + Send,
     <S as Sink<WsOut>>::Error: Display,
 {
-    let span = tracing::info_span!(
+    // At ERROR level so the span (and its call_sid) is enabled whatever the log filter is:
+    // a warning logged under RUST_LOG=warn still says which call it belongs to.
+    let span = tracing::error_span!(
         "call",
         call_sid = tracing::field::Empty,
         stream_sid = tracing::field::Empty
@@ -560,8 +565,8 @@ impl Session {
         } else {
             start.call_sid.clone()
         };
-        span.record("call_sid", call_sid.as_str());
-        span.record("stream_sid", start.stream_sid.as_str());
+        span.record("call_sid", tracing::field::display(&call_sid));
+        span.record("stream_sid", tracing::field::display(&start.stream_sid));
         let format = &start.media_format;
         tracing::info!(
             tracks = ?start.tracks, encoding = %format.encoding, sample_rate = format.sample_rate,

@@ -544,6 +544,8 @@ pub enum Step {
     WaitForAudioOtherThan(Vec<u8>),
     /// Press a key.
     Dtmf(char),
+    /// Send this text frame as is (malformed or unknown messages).
+    SendRaw(String),
 }
 
 /// How the client leaves.
@@ -692,6 +694,11 @@ pub async fn run_twilio_client(
                                 continue;
                             }
                             break;
+                        }
+                        Some(Step::SendRaw(text)) => {
+                            tx.send(Message::Text(text.into())).await.unwrap();
+                            steps.pop_front();
+                            continue;
                         }
                         Some(Step::Dtmf(digit)) => {
                             tx.send(send(serde_json::json!({
