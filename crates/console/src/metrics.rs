@@ -17,9 +17,11 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
 /// Distinct label values kept per labelled counter; further values are counted as `other`.
 pub const MAX_LABEL_VALUES: usize = 32;
 
-/// The latency stages of a turn, as `stage` label values, with how to read each from
-/// [`TurnLatency`].
-const STAGES: [(&str, fn(&TurnLatency) -> Option<u64>); 7] = [
+/// Reads one stage's milliseconds from a [`TurnLatency`].
+type StageReader = fn(&TurnLatency) -> Option<u64>;
+
+/// The latency stages of a turn, as `stage` label values, with how to read each.
+const STAGES: [(&str, StageReader); 7] = [
     ("eou", |l| l.eou_ms),
     ("stt_final_lag", |l| l.stt_final_lag_ms),
     ("responder_first_token", |l| l.responder_first_token_ms),
