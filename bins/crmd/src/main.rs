@@ -73,12 +73,20 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
         prepared.google_credentials.clone(),
     )?;
     tracing::info!(mode = ?calls.mode, "call handler ready");
+    let whatsapp = edge::WhatsAppChannel::from_config(&prepared.config, prepared.store.clone())?;
     let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), calls.handler);
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {
         crmd::calls::flush_crm(&writer, std::time::Duration::from_secs(10)).await;
     }));
+    state.set_whatsapp(whatsapp);
     let listener = edge::bind(bind_addr).await?;
-    edge::serve(listener, state, shutdown).await?;
+    // WHATSAPP_BRIDGE_CMD: a separate process, restarted with back-off; never takes crmd down.
+    let bridge = edge::spawn_bridge_supervisor(state.config());
+    let served = edge::serve(listener, state, shutdown).await;
+    if let Some(bridge) = bridge {
+        bridge.shutdown().await;
+    }
+    served?;
     Ok(())
 }
