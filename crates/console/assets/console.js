@@ -74,6 +74,9 @@
 
   async function apiJson(path) {
     const response = await api(path);
+    if (response.status === 404 && !path.startsWith('/api/calls/')) {
+      throw new Error('This server does not offer ' + path.split('?')[0] + ' (HTTP 404).');
+    }
     if (!response.ok) {
       const body = (await response.text()).slice(0, 200);
       throw new Error(path + ': HTTP ' + response.status + (body ? ' — ' + body : ''));
