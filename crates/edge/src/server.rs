@@ -335,6 +335,13 @@ pub async fn serve_router(
     }
 
     let stop_accepting = CancellationToken::new();
+    // Media frames are small and paced every 20 ms: Nagle's algorithm would hold a frame back
+    // until the previous one is acknowledged (tens of ms), bunching audio and undoing the pacing.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set on an accepted socket");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
