@@ -6,7 +6,7 @@
 
 mod api_support;
 
-use api_support::{API_TOKEN, DataDir, Edge, client, fast_policy};
+use api_support::{API_TOKEN, Edge, TestDatabase, client, fast_policy};
 use crm::{NewCall, NewTurn, Speaker};
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ async fn get(edge: &Edge, path: &str) -> (u16, Value) {
     (status, body)
 }
 
-async fn api_edge(data: &DataDir) -> Edge {
+async fn api_edge(data: &TestDatabase) -> Edge {
     Edge::start(data, &[("CRMD_API_TOKEN", API_TOKEN)], fast_policy()).await
 }
 
@@ -39,10 +39,8 @@ fn new_call(sid: &str, from: &str, status: &str, at_ms: i64) -> NewCall {
     }
 }
 
-#[tokio::test]
-async fn the_api_is_never_open_and_checks_the_bearer_token() {
-    let data = DataDir::new();
-    let closed = Edge::start(&data, &[], fast_policy()).await;
+async fn the_api_is_never_open_and_checks_the_bearer_token(data: &TestDatabase) {
+    let closed = Edge::start(data, &[], fast_policy()).await;
     for path in [
         "/api/contacts",
         "/api/contacts/1",
@@ -61,7 +59,7 @@ async fn the_api_is_never_open_and_checks_the_bearer_token() {
     }
     closed.shut_down().await;
 
-    let edge = api_edge(&data).await;
+    let edge = api_edge(data).await;
     let res = client()
         .get(edge.url("/api/contacts"))
         .send()
@@ -95,10 +93,8 @@ async fn the_api_is_never_open_and_checks_the_bearer_token() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn contacts_page_with_cursor_and_before_and_refuse_bad_input() {
-    let data = DataDir::new();
-    let edge = api_edge(&data).await;
+async fn contacts_page_with_cursor_and_before_and_refuse_bad_input(data: &TestDatabase) {
+    let edge = api_edge(data).await;
     let mut ids = Vec::new();
     for n in 1..=5 {
         let contact = edge
@@ -161,10 +157,8 @@ async fn contacts_page_with_cursor_and_before_and_refuse_bad_input() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn calls_filter_and_page_and_show_their_transcript() {
-    let data = DataDir::new();
-    let edge = api_edge(&data).await;
+async fn calls_filter_and_page_and_show_their_transcript(data: &TestDatabase) {
+    let edge = api_edge(data).await;
     let store = &edge.store;
     // 2023-11-14T22:13:20Z = 1_700_000_000_000 ms.
     let t0 = 1_700_000_000_000;
@@ -296,10 +290,8 @@ async fn calls_filter_and_page_and_show_their_transcript() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn messages_of_a_contact_need_a_valid_known_number() {
-    let data = DataDir::new();
-    let edge = api_edge(&data).await;
+async fn messages_of_a_contact_need_a_valid_known_number(data: &TestDatabase) {
+    let edge = api_edge(data).await;
     // One inbound message through the real webhook (signature checks are off here).
     let res = client()
         .post(edge.url("/webhook/whatsapp/twilio"))
@@ -349,10 +341,8 @@ async fn messages_of_a_contact_need_a_valid_known_number() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn recording_is_streamed_as_ogg_from_its_file() {
-    let data = DataDir::new();
-    let edge = api_edge(&data).await;
+async fn recording_is_streamed_as_ogg_from_its_file(data: &TestDatabase) {
+    let edge = api_edge(data).await;
     edge.store
         .record_incoming_call(&new_call("CA_REC", "+972501234567", "in-progress", 1_000))
         .await
@@ -413,3 +403,11 @@ async fn recording_is_streamed_as_ogg_from_its_file() {
     );
     edge.shut_down().await;
 }
+
+on_both_backends!(
+    the_api_is_never_open_and_checks_the_bearer_token,
+    contacts_page_with_cursor_and_before_and_refuse_bad_input,
+    calls_filter_and_page_and_show_their_transcript,
+    messages_of_a_contact_need_a_valid_known_number,
+    recording_is_streamed_as_ogg_from_its_file,
+);

@@ -7,8 +7,8 @@
 mod api_support;
 
 use api_support::{
-    ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, DataDir, Edge, FORM, PUBLIC_BASE, Reply, TwilioStandIn,
-    WHATSAPP_FROM, as_refs, client, encode, fast_policy, pairs,
+    ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, Edge, FORM, PUBLIC_BASE, Reply, TestDatabase,
+    TwilioStandIn, WHATSAPP_FROM, as_refs, client, encode, fast_policy, pairs,
 };
 use base64::Engine as _;
 use crm::PageRequest;
@@ -77,12 +77,10 @@ async fn messages(edge: &Edge) -> Vec<crm::Message> {
         .items
 }
 
-#[tokio::test]
-async fn signed_inbound_is_stored_exactly_once_and_unsigned_is_refused() {
-    let data = DataDir::new();
+async fn signed_inbound_is_stored_exactly_once_and_unsigned_is_refused(data: &TestDatabase) {
     let twilio = TwilioStandIn::start().await;
     let vars = twilio.vars();
-    let edge = Edge::start(&data, &as_refs(&vars), fast_policy()).await;
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
     let form = inbound_form("SM_IN_0001", "Hi, can I move my appointment?");
 
     let res = post_signed(&edge, "/webhook/whatsapp/twilio", &form, Some("idem-1")).await;
@@ -155,10 +153,8 @@ async fn signed_inbound_is_stored_exactly_once_and_unsigned_is_refused() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn unsigned_inbound_is_accepted_when_signature_checks_are_off() {
-    let data = DataDir::new();
-    let edge = Edge::start(&data, &[], fast_policy()).await;
+async fn unsigned_inbound_is_accepted_when_signature_checks_are_off(data: &TestDatabase) {
+    let edge = Edge::start(data, &[], fast_policy()).await;
     let form = inbound_form("SM_IN_0100", "no token configured");
     for _ in 0..2 {
         let res = client()
@@ -185,10 +181,8 @@ async fn unsigned_inbound_is_accepted_when_signature_checks_are_off() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn sending_off_without_twilio_settings_says_what_to_set() {
-    let data = DataDir::new();
-    let edge = Edge::start(&data, &[("CRMD_API_TOKEN", API_TOKEN)], fast_policy()).await;
+async fn sending_off_without_twilio_settings_says_what_to_set(data: &TestDatabase) {
+    let edge = Edge::start(data, &[("CRMD_API_TOKEN", API_TOKEN)], fast_policy()).await;
     assert!(!edge.state.whatsapp().unwrap().sending_enabled());
     let (status, body) = send(
         &edge,
@@ -224,12 +218,10 @@ async fn messages_or_none(edge: &Edge) -> Vec<crm::Message> {
     }
 }
 
-#[tokio::test]
-async fn send_validates_authenticates_sends_and_tracks_statuses() {
-    let data = DataDir::new();
+async fn send_validates_authenticates_sends_and_tracks_statuses(data: &TestDatabase) {
     let twilio = TwilioStandIn::start().await;
     let vars = twilio.vars();
-    let edge = Edge::start(&data, &as_refs(&vars), fast_policy()).await;
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
     let ok_body = serde_json::json!({"to": CONTACT, "body": "Your appointment is confirmed"});
 
     // Token first: nothing is parsed, stored or sent without it.
@@ -393,12 +385,10 @@ async fn send_validates_authenticates_sends_and_tracks_statuses() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn provider_failures_are_retried_stored_and_answered_502() {
-    let data = DataDir::new();
+async fn provider_failures_are_retried_stored_and_answered_502(data: &TestDatabase) {
     let twilio = TwilioStandIn::start().await;
     let vars = twilio.vars();
-    let edge = Edge::start(&data, &as_refs(&vars), fast_policy()).await;
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
 
     // 5xx then success: one message, sent, after two provider requests.
     twilio.script([Reply::Status(
@@ -472,9 +462,7 @@ async fn provider_failures_are_retried_stored_and_answered_502() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn provider_down_is_502_and_the_message_is_kept() {
-    let data = DataDir::new();
+async fn provider_down_is_502_and_the_message_is_kept(data: &TestDatabase) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -485,7 +473,7 @@ async fn provider_down_is_502_and_the_message_is_kept() {
         ("TWILIO_WHATSAPP_FROM", WHATSAPP_FROM),
         ("CRMD_API_TOKEN", API_TOKEN),
     ];
-    let edge = Edge::start(&data, &vars, fast_policy()).await;
+    let edge = Edge::start(data, &vars, fast_policy()).await;
     let (status, body) = send(
         &edge,
         Some(API_TOKEN),
@@ -508,12 +496,10 @@ async fn provider_down_is_502_and_the_message_is_kept() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn idempotency_key_replays_survive_a_restart() {
-    let data = DataDir::new();
+async fn idempotency_key_replays_survive_a_restart(data: &TestDatabase) {
     let twilio = TwilioStandIn::start().await;
     let vars = twilio.vars();
-    let edge = Edge::start(&data, &as_refs(&vars), fast_policy()).await;
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
     let request = serde_json::json!({"to": CONTACT, "body": "Reminder: tomorrow 10:00"});
 
     let (status, first) = send(&edge, Some(API_TOKEN), Some("order-42"), request.clone()).await;
@@ -547,7 +533,7 @@ async fn idempotency_key_replays_survive_a_restart() {
     assert_eq!(res.status(), 204);
     edge.shut_down().await;
 
-    let edge = Edge::start(&data, &as_refs(&vars), fast_policy()).await;
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
     // Twilio retries the webhook after the restart: still stored once.
     let res = post_signed(&edge, "/webhook/whatsapp/twilio", &inbound, Some("evt-200")).await;
     assert_eq!(res.status(), 204);
@@ -582,11 +568,9 @@ async fn idempotency_key_replays_survive_a_restart() {
     edge.shut_down().await;
 }
 
-#[tokio::test]
-async fn bridge_webhook_needs_the_api_token_and_stores_once() {
-    let data = DataDir::new();
+async fn bridge_webhook_needs_the_api_token_and_stores_once(data: &TestDatabase) {
     let edge = Edge::start(
-        &data,
+        data,
         &[
             ("CRMD_API_TOKEN", API_TOKEN),
             ("WHATSAPP_PROVIDER", "bridge"),
@@ -630,3 +614,14 @@ async fn bridge_webhook_needs_the_api_token_and_stores_once() {
     assert_eq!(res.status(), 400);
     edge.shut_down().await;
 }
+
+on_both_backends!(
+    signed_inbound_is_stored_exactly_once_and_unsigned_is_refused,
+    unsigned_inbound_is_accepted_when_signature_checks_are_off,
+    sending_off_without_twilio_settings_says_what_to_set,
+    send_validates_authenticates_sends_and_tracks_statuses,
+    provider_failures_are_retried_stored_and_answered_502,
+    provider_down_is_502_and_the_message_is_kept,
+    idempotency_key_replays_survive_a_restart,
+    bridge_webhook_needs_the_api_token_and_stores_once,
+);

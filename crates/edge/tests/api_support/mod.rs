@@ -1,12 +1,13 @@
 //! Shared by the WhatsApp and read-API tests: the real edge on 127.0.0.1:0 over a real SQLite
 //! file (reopenable for "restart" tests), wired exactly like the binary wires it
 //! (`WhatsAppChannel::from_config_with_policy` + `EdgeState::set_whatsapp`), and an axum
-//! stand-in for Twilio's Messages API that fails on demand.
+//! stand-in for Twilio's Messages API that fails on demand. Each test body runs on SQLite and,
+//! with `CRMD_TEST_POSTGRES_URL` set, on a fresh PostgreSQL database ([`on_both_backends!`]).
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,23 +37,102 @@ pub fn fast_policy() -> SendPolicy {
     }
 }
 
-/// A temporary directory holding the SQLite file; outlives server restarts.
-pub struct DataDir {
+/// Environment variable naming a PostgreSQL server for the Postgres half of each test
+/// (`./dev test` sets it); each test gets its own fresh database there.
+pub const POSTGRES_ENV: &str = "CRMD_TEST_POSTGRES_URL";
+
+/// The database of one test (a SQLite file or a fresh PostgreSQL database) plus a temporary
+/// directory for files (recordings). Outlives server restarts.
+pub struct TestDatabase {
     dir: tempfile::TempDir,
+    url: String,
+    postgres: Option<(String, String)>,
 }
 
-impl DataDir {
-    pub fn new() -> Self {
+impl TestDatabase {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/data/crmd.sqlite", dir.path().display());
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            url,
+            postgres: None,
         }
     }
-    pub fn database_url(&self) -> String {
-        format!("sqlite://{}/data/crmd.sqlite", self.dir.path().display())
+
+    /// A fresh database on the server of `CRMD_TEST_POSTGRES_URL`, or `None` after printing
+    /// (visibly, even for a passing test) why the Postgres half is skipped.
+    pub async fn postgres(test_name: &str) -> Option<Self> {
+        let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test_name} on PostgreSQL: {POSTGRES_ENV} is not set (./dev test sets it)"
+            );
+            return None;
+        };
+        let name = format!("crmd_edge_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let (server, _) = admin_url.rsplit_once('/').unwrap();
+        Some(Self {
+            dir: tempfile::tempdir().unwrap(),
+            url: format!("{server}/{name}"),
+            postgres: Some((admin_url, name)),
+        })
     }
+
+    pub fn database_url(&self) -> String {
+        self.url.clone()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Drops the Postgres database (servers using it must be shut down first).
+    pub async fn finish(mut self) {
+        if let Some((admin_url, name)) = self.postgres.take() {
+            let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+/// Runs each `async fn body(db: &TestDatabase)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($body:ident),+ $(,)?) => {
+        $(
+            mod $body {
+                #[tokio::test]
+                async fn sqlite() {
+                    let db = $crate::api_support::TestDatabase::sqlite();
+                    super::$body(&db).await;
+                    db.finish().await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(db) =
+                        $crate::api_support::TestDatabase::postgres(stringify!($body)).await
+                    else {
+                        return;
+                    };
+                    super::$body(&db).await;
+                    db.finish().await;
+                }
+            }
+        )+
+    };
 }
 
 pub struct Edge {
@@ -65,7 +145,7 @@ pub struct Edge {
 
 impl Edge {
     /// The full edge with `vars` (plus `DATABASE_URL` of `data`), served on 127.0.0.1:0.
-    pub async fn start(data: &DataDir, vars: &[(&str, &str)], policy: SendPolicy) -> Self {
+    pub async fn start(data: &TestDatabase, vars: &[(&str, &str)], policy: SendPolicy) -> Self {
         let mut pairs: Vec<(String, String)> =
             vec![("DATABASE_URL".to_owned(), data.database_url())];
         pairs.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -243,9 +323,4 @@ async fn messages_endpoint(
 /// Borrowed view of owned `(name, value)` variables.
 pub fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// A path under the data directory (for recordings).
-pub fn data_path(data: &DataDir, name: &str) -> PathBuf {
-    data.path().join(name)
 }
