@@ -57,12 +57,33 @@ impl fmt::Debug for ConsoleOptions {
     }
 }
 
-/// One event as sent to browsers: `{"seq":…,"at_ms":…,"event":{…CallEvent…}}`.
+/// One call event as sent to browsers, serialized once for all of them.
 #[derive(Debug)]
-pub(crate) struct Published {
+pub struct PublishedEvent {
     pub(crate) seq: u64,
     pub(crate) call_sid: String,
     pub(crate) json: String,
+}
+
+impl PublishedEvent {
+    /// Position in the console's event sequence (1, 2, …; a snapshot carries the last one it
+    /// includes).
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The call it belongs to.
+    #[must_use]
+    pub fn call_sid(&self) -> &str {
+        &self.call_sid
+    }
+
+    /// `{"seq":…,"at_ms":…,"event":{"type":…}}` (`at_ms`: when the console saw it, unix ms).
+    #[must_use]
+    pub fn json(&self) -> &str {
+        &self.json
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +94,7 @@ struct Registry {
 
 struct Inner {
     registry: Mutex<Registry>,
-    fanout: broadcast::Sender<Arc<Published>>,
+    fanout: broadcast::Sender<Arc<PublishedEvent>>,
     metrics: Metrics,
     options: ConsoleOptions,
 }
@@ -175,7 +196,7 @@ impl Console {
             .observe_event(event, effect.new_turn_kind);
         registry.seq += 1;
         let seq = registry.seq;
-        let published = Published {
+        let published = PublishedEvent {
             seq,
             call_sid,
             json: format!(r#"{{"seq":{seq},"at_ms":{at_ms},"event":{event_json}}}"#),
@@ -249,11 +270,14 @@ impl Console {
         self.inner.options.api_token.as_ref()
     }
 
-    /// The snapshot, its sequence number and a subscription starting right after it.
-    pub(crate) fn subscribe(
+    /// The calls in progress (all, or only `call_sid`), the sequence number of the last event
+    /// they include, and a subscription to every later event (each exactly once). A receiver
+    /// that falls more than [`ConsoleOptions::per_browser_buffer`] events behind gets
+    /// `Lagged(n)`: those events are lost to it alone.
+    pub fn subscribe(
         &self,
         call_sid: Option<&str>,
-    ) -> (Vec<LiveCall>, u64, broadcast::Receiver<Arc<Published>>) {
+    ) -> (Vec<LiveCall>, u64, broadcast::Receiver<Arc<PublishedEvent>>) {
         let registry = self.registry();
         let snapshot = registry.live.snapshot(call_sid);
         (snapshot, registry.seq, self.inner.fanout.subscribe())
@@ -289,6 +313,40 @@ mod tests {
         assert!(value["at_ms"].as_u64().unwrap() > 0);
         assert!(receiver.try_recv().is_err(), "nothing else was published");
         assert_eq!(console.metrics().calls_started(), 1);
+    }
+
+    /// Current-thread runtime: the 20 events are sent before the registry task first runs, so
+    /// it deterministically finds 16 of them overwritten.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_registry_task_counts_events_it_lagged_behind_on_and_keeps_going() {
+        let (events, _) = broadcast::channel(4);
+        let (console, task) = Console::spawn(&events, ConsoleOptions::default());
+        let (_, _, mut published) = console.subscribe(None);
+        let sid = "CA00000000000000000000000000000003";
+        for n in 0..20 {
+            events
+                .send(CallEvent::Transcript {
+                    call_sid: sid.into(),
+                    text: format!("line {n}"),
+                    is_final: true,
+                })
+                .unwrap();
+        }
+        let mut texts = Vec::new();
+        for _ in 0..4 {
+            let event = published.recv().await.unwrap();
+            let value: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+            texts.push(value["event"]["text"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(texts, ["line 16", "line 17", "line 18", "line 19"]);
+        let metrics = console.render_metrics();
+        assert!(
+            metrics.contains("crmd_console_events_lagged_total 16\n"),
+            "{metrics}"
+        );
+        // The task ends when the calls' sender goes away.
+        drop(events);
+        task.await.unwrap();
     }
 
     #[test]

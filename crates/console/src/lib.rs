@@ -33,6 +33,6 @@ mod routes;
 
 pub use auth::{ApiToken, require_bearer};
 pub use error::ConsoleRejection;
-pub use hub::{Console, ConsoleOptions, DepthProbe};
+pub use hub::{Console, ConsoleOptions, DepthProbe, PublishedEvent};
 pub use live::{LineSpeaker, LiveCall, TranscriptLine};
 pub use metrics::{Histogram, LATENCY_BUCKETS_SECONDS, MAX_LABEL_VALUES, Metrics, ScrapeGauges};

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::require_bearer;
 use crate::error::ConsoleRejection;
-use crate::hub::{Console, Published};
+use crate::hub::{Console, PublishedEvent};
 
 const PAGE_HTML: &str = include_str!("../assets/console.html");
 const PAGE_JS: &str = include_str!("../assets/console.js");
@@ -155,7 +155,7 @@ impl Drop for ClientGuard {
 }
 
 struct Subscription {
-    receiver: broadcast::Receiver<Arc<Published>>,
+    receiver: broadcast::Receiver<Arc<PublishedEvent>>,
     call: Option<String>,
     guard: ClientGuard,
 }
