@@ -1,7 +1,8 @@
 //! crm: the CRM store of crmd and its WhatsApp messaging.
 //!
 //! What it does:
-//! - [`Store`]: contacts, calls, stream events, transcript turns, messages and recordings in
+//! - [`Store`]: contacts, calls, stream events, transcript turns, follow-up tasks (messages
+//!   left and callbacks booked during a call), messages and recordings in
 //!   SQLite (embedded default, WAL, file and directory created on first start) or PostgreSQL
 //!   (several crmd instances sharing one database). Same schema and same portable SQL for both;
 //!   migrations are embedded and run by [`Store::connect`]. Timestamps are BIGINT unix ms.
@@ -30,8 +31,8 @@ mod writer;
 pub use error::CrmError;
 pub use model::{
     Backend, Call, CallDetail, CallFilter, Contact, Message, MessageDirection, MessageMedia,
-    NewCall, NewRecording, NewTurn, Page, PageRequest, Recording, Speaker, StreamEventRecord, Turn,
-    is_e164,
+    NewCall, NewRecording, NewTask, NewTurn, Page, PageRequest, Recording, Speaker,
+    StreamEventRecord, Task, TaskKind, TaskStatus, Turn, is_e164,
 };
 pub use store::{Store, StoreOptions};
 pub use writer::{CrmWriter, RetryPolicy, SubmitError, WriteOp, WriterStats};

@@ -206,6 +206,117 @@ pub struct Recording {
     pub created_at_ms: i64,
 }
 
+/// What a follow-up task asks the business to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Read the message the caller left.
+    Message,
+    /// Call the caller back.
+    Callback,
+}
+
+impl TaskKind {
+    /// The stored spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Message => "message",
+            TaskKind::Callback => "callback",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, CrmError> {
+        match s {
+            "message" => Ok(TaskKind::Message),
+            "callback" => Ok(TaskKind::Callback),
+            other => Err(CrmError::Corrupt(format!(
+                "unknown task kind `{other}` in tasks"
+            ))),
+        }
+    }
+}
+
+/// Whether a task still needs doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Not handled yet (every task starts open).
+    Open,
+    /// Handled.
+    Done,
+}
+
+impl TaskStatus {
+    /// The stored spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::Done => "done",
+        }
+    }
+
+    /// Parses `open` / `done` (e.g. a `?status=` query value); anything else is a 400
+    /// [`CrmError::InvalidInput`].
+    pub fn parse(s: &str) -> Result<Self, CrmError> {
+        match s.trim() {
+            "open" => Ok(TaskStatus::Open),
+            "done" => Ok(TaskStatus::Done),
+            other => Err(CrmError::invalid(
+                "status",
+                format!(
+                    "expected `open` or `done`, got `{}`",
+                    other.chars().take(32).collect::<String>()
+                ),
+            )),
+        }
+    }
+}
+
+/// A follow-up task to store (from a call's responder effects). Writing the same
+/// `(call_sid, kind, seq)` again stores nothing new, so a retried write is harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Call that produced the task.
+    pub call_sid: String,
+    /// Order of the task within its call (from 0), unique per call and kind.
+    pub seq: i64,
+    /// Who to get back to (E.164), when known.
+    pub contact_phone: Option<String>,
+    /// Message or callback.
+    pub kind: TaskKind,
+    /// The message, or what the caller said about the callback.
+    pub text: String,
+    /// When the caller would like the callback, in their words.
+    pub preferred_time: Option<String>,
+    /// When the task was created.
+    pub at_ms: i64,
+}
+
+/// A stored follow-up task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Store id.
+    pub id: i64,
+    /// Call that produced the task.
+    pub call_sid: String,
+    /// Order of the task within its call.
+    pub seq: i64,
+    /// Who to get back to (E.164), when known.
+    pub contact_phone: Option<String>,
+    /// Message or callback.
+    pub kind: TaskKind,
+    /// The message, or what the caller said about the callback.
+    pub text: String,
+    /// When the caller would like the callback, in their words.
+    pub preferred_time: Option<String>,
+    /// Open or done.
+    pub status: TaskStatus,
+    /// When the task was created.
+    pub created_at_ms: i64,
+}
+
 /// A call with everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallDetail {

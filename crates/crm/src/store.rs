@@ -15,8 +15,8 @@ use sqlx::{AnyPool, Row};
 use crate::CrmError;
 use crate::model::{
     Backend, Call, CallDetail, CallFilter, Contact, Message, MessageDirection, MessageMedia,
-    NewCall, NewRecording, NewTurn, Page, PageRequest, Recording, Speaker, StreamEventRecord, Turn,
-    is_e164, now_ms,
+    NewCall, NewRecording, NewTask, NewTurn, Page, PageRequest, Recording, Speaker,
+    StreamEventRecord, Task, TaskKind, TaskStatus, Turn, is_e164, now_ms,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -30,6 +30,10 @@ const MESSAGE_COLUMNS: &str = "id, contact_id, channel, direction, provider, pro
 const TURN_COLUMNS: &str =
     "seq, speaker, text, heard_text, interrupted, started_at_ms, ended_at_ms, latency_json";
 const RECORDING_COLUMNS: &str = "call_sid, path, codec, duration_ms, size_bytes, created_at_ms";
+const TASK_COLUMNS: &str =
+    "id, call_sid, seq, contact_phone, kind, text, preferred_time, status, created_at_ms";
+/// Longest task text stored (a message left by voice is far shorter).
+const MAX_TASK_TEXT_CHARS: usize = 4_000;
 
 /// Most turns returned for one call (a call of several hours stays far below this).
 const MAX_TURNS_PER_CALL: i64 = 10_000;
@@ -449,6 +453,87 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    // -------------------------------------------------------------------------------- tasks
+
+    /// Stores a follow-up task as `open`. Idempotent by `(call_sid, kind, seq)`: a repeat
+    /// (writer retry) changes nothing and returns `None`; a new task returns the stored row.
+    pub async fn record_task(&self, task: &NewTask) -> Result<Option<Task>, CrmError> {
+        check_sid("call_sid", &task.call_sid)?;
+        if task.seq < 0 {
+            return Err(CrmError::invalid("seq", "task sequence numbers start at 0"));
+        }
+        if let Some(phone) = &task.contact_phone {
+            check_phone(phone)?;
+        }
+        if task.text.chars().count() > MAX_TASK_TEXT_CHARS {
+            return Err(CrmError::invalid(
+                "text",
+                format!("task text is longer than {MAX_TASK_TEXT_CHARS} characters"),
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO tasks (call_sid, seq, contact_phone, kind, text, preferred_time, status, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) \
+             ON CONFLICT (call_sid, kind, seq) DO NOTHING RETURNING {TASK_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&task.call_sid)
+            .bind(task.seq)
+            .bind(task.contact_phone.as_deref())
+            .bind(task.kind.as_str())
+            .bind(&task.text)
+            .bind(task.preferred_time.as_deref())
+            .bind(task.at_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Tasks, newest first; only those with `status` when given.
+    pub async fn list_tasks(
+        &self,
+        page: PageRequest,
+        status: Option<TaskStatus>,
+    ) -> Result<Page<Task>, CrmError> {
+        let page = page.validated()?;
+        let mut binds = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some(cursor) = page.cursor {
+            binds.push(Bind::Int(cursor));
+            conditions.push(format!("id < ${}", binds.len()));
+        }
+        if let Some(status) = status {
+            binds.push(Bind::Text(status.as_str().to_owned()));
+            conditions.push(format!("status = ${}", binds.len()));
+        }
+        let rows = self
+            .fetch_page_rows("tasks", TASK_COLUMNS, conditions, binds, page.limit)
+            .await?;
+        let items = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(make_page(items, page.limit, |t| t.id))
+    }
+
+    /// Moves task `id` to `status` (setting the status it already has is harmless) and returns
+    /// it, or [`CrmError::NotFound`].
+    pub async fn set_task_status(&self, id: i64, status: TaskStatus) -> Result<Task, CrmError> {
+        let sql = format!("UPDATE tasks SET status = $1 WHERE id = $2 RETURNING {TASK_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(status.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => task_from_row(&row),
+            None => Err(CrmError::NotFound {
+                what: "task",
+                id: id.to_string(),
+            }),
+        }
     }
 
     /// The call row alone, or [`CrmError::NotFound`].
@@ -948,6 +1033,23 @@ fn turn_from_row(row: &AnyRow) -> Result<Turn, CrmError> {
         started_at_ms: row.try_get("started_at_ms")?,
         ended_at_ms: row.try_get("ended_at_ms")?,
         latency,
+    })
+}
+
+fn task_from_row(row: &AnyRow) -> Result<Task, CrmError> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        call_sid: row.try_get("call_sid")?,
+        seq: row.try_get("seq")?,
+        contact_phone: row.try_get("contact_phone")?,
+        kind: TaskKind::parse(&kind)?,
+        text: row.try_get("text")?,
+        preferred_time: row.try_get("preferred_time")?,
+        status: TaskStatus::parse(&status)
+            .map_err(|_| CrmError::Corrupt(format!("unknown task status `{status}` in tasks")))?,
+        created_at_ms: row.try_get("created_at_ms")?,
     })
 }
 

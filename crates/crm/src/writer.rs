@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::model::{NewCall, NewRecording, NewTurn, StreamEventRecord};
+use crate::model::{NewCall, NewRecording, NewTask, NewTurn, StreamEventRecord};
 use crate::{CrmError, Store};
 
 /// One write from the call path.
@@ -54,6 +54,8 @@ pub enum WriteOp {
     },
     /// A finished recording ([`Store::attach_recording`]).
     Recording(NewRecording),
+    /// A follow-up task from the call ([`Store::record_task`]; a retry stores it once).
+    Task(NewTask),
 }
 
 impl WriteOp {
@@ -64,6 +66,7 @@ impl WriteOp {
             WriteOp::IncomingCall(c) => &c.call_sid,
             WriteOp::AppendTurn(t) => &t.call_sid,
             WriteOp::Recording(r) => &r.call_sid,
+            WriteOp::Task(t) => &t.call_sid,
             WriteOp::StreamStarted { call_sid, .. }
             | WriteOp::CallEnded { call_sid, .. }
             | WriteOp::StreamEvent { call_sid, .. } => call_sid,
@@ -80,6 +83,7 @@ impl WriteOp {
             WriteOp::CallEnded { .. } => "call_ended",
             WriteOp::StreamEvent { .. } => "stream_event",
             WriteOp::Recording(_) => "recording",
+            WriteOp::Task(_) => "task",
         }
     }
 
@@ -105,6 +109,7 @@ impl WriteOp {
                 store.record_stream_event(call_sid, event).await
             }
             WriteOp::Recording(rec) => store.attach_recording(rec).await,
+            WriteOp::Task(task) => store.record_task(task).await.map(|_| ()),
         }
     }
 }
