@@ -8,12 +8,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crm::{CallFilter, CrmError, PageRequest};
 use serde::Serialize;
+use tower::ServiceExt as _;
+use tower_http::services::ServeFile;
 
 use crate::auth::ApiToken;
 use crate::server::EdgeState;
@@ -376,37 +378,44 @@ pub async fn list_messages(
     Ok(Json(store(&state)?.list_messages(&phone, page).await?))
 }
 
-/// `GET /api/calls/{call_sid}/recording`: the call's Ogg Opus file, streamed from disk.
+/// `GET /api/calls/{call_sid}/recording`: the call's Ogg Opus file, streamed from disk, with
+/// `Range` (seeking in an `<audio>` element), `HEAD` and `If-Modified-Since` support.
 pub async fn get_recording(
     _token: ApiToken,
     State(state): State<EdgeState>,
     Path(call_sid): Path<String>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let recording = store(&state)?.get_recording(&call_sid).await?;
-    let file = match tokio::fs::File::open(&recording.path).await {
-        Ok(file) => file,
-        Err(e) => {
+    match tokio::fs::metadata(&recording.path).await {
+        Ok(meta) if meta.is_file() => {}
+        outcome => {
             // The path is logged for the operator, never sent to the client.
-            tracing::error!(call_sid = %recording.call_sid, path = %recording.path, "recording file cannot be opened: {e}");
-            return Err(if e.kind() == std::io::ErrorKind::NotFound {
-                ApiError::NotFound(format!(
+            let problem = match &outcome {
+                Ok(_) => "not a regular file".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(call_sid = %recording.call_sid, path = %recording.path, "recording file cannot be served: {problem}");
+            return Err(match outcome {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => ApiError::Internal,
+                _ => ApiError::NotFound(format!(
                     "the recording of call {} is referenced but its file is missing on the server",
                     recording.call_sid
-                ))
-            } else {
-                ApiError::Internal
+                )),
             });
         }
-    };
-    let length = file.metadata().await.ok().map(|m| m.len());
-    let stream = tokio_util::io::ReaderStream::new(file);
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    if let Some(length) = length {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
+    let response = match ServeFile::new(&recording.path).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let mut response = response.map(Body::new);
+    let headers = response.headers_mut();
+    // Served as audio/ogg whatever the file name says; 416 and 304 answers keep their own.
+    if headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     // The call sid was validated by the store (letters, digits, `_`, `-`): a valid header value.
     if let Ok(disposition) =
         HeaderValue::from_str(&format!("inline; filename=\"{}.ogg\"", recording.call_sid))

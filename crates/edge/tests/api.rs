@@ -379,6 +379,40 @@ async fn recording_is_streamed_as_ogg_from_its_file(data: &TestDatabase) {
     assert!(body.starts_with(b"OggS"));
     assert_eq!(body.as_ref(), on_disk.as_slice());
 
+    // Seeking: a byte range is answered 206 with Content-Range; HEAD gives the size only.
+    let res = client()
+        .get(edge.url("/api/calls/CA_REC/recording"))
+        .bearer_auth(API_TOKEN)
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes 0-3/{}", on_disk.len()).as_str()
+    );
+    assert_eq!(res.headers()["content-type"], "audio/ogg");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"OggS");
+    let res = client()
+        .head(edge.url("/api/calls/CA_REC/recording"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-length"],
+        on_disk.len().to_string().as_str()
+    );
+    assert!(res.bytes().await.unwrap().is_empty());
+    let res = client()
+        .get(edge.url("/api/calls/CA_REC/recording"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the file needs the token too");
+
     let (status, detail) = get(&edge, "/api/calls/CA_REC").await;
     assert_eq!(status, 200);
     assert_eq!(detail["recording"]["codec"], "opus");

@@ -615,6 +615,72 @@ async fn bridge_webhook_needs_the_api_token_and_stores_once(data: &TestDatabase)
     edge.shut_down().await;
 }
 
+async fn hanging_provider_is_cut_by_the_attempt_timeout(data: &TestDatabase) {
+    let twilio = TwilioStandIn::start().await;
+    let vars = twilio.vars();
+    let policy = crm::whatsapp::SendPolicy {
+        max_attempts: 2,
+        attempt_timeout: std::time::Duration::from_millis(150),
+        ..fast_policy()
+    };
+    let edge = Edge::start(data, &as_refs(&vars), policy).await;
+    twilio.script([Reply::Hang, Reply::Hang]);
+    let (status, body) = send(
+        &edge,
+        Some(API_TOKEN),
+        None,
+        serde_json::json!({"to": CONTACT, "body": "hello?"}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    assert_eq!(
+        twilio.requests().len(),
+        2,
+        "each attempt timed out, then gave up"
+    );
+    assert_eq!(messages(&edge).await[0].status, "failed");
+    edge.shut_down().await;
+}
+
+async fn concurrent_retries_with_one_key_send_once(data: &TestDatabase) {
+    let twilio = TwilioStandIn::start().await;
+    let vars = twilio.vars();
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
+    let request = serde_json::json!({"to": CONTACT, "body": "only once"});
+    let sends = (0..4).map(|_| send(&edge, Some(API_TOKEN), Some("same-key"), request.clone()));
+    let answers = futures::future::join_all(sends).await;
+    let ids: Vec<&serde_json::Value> = answers.iter().map(|(_, body)| &body["id"]).collect();
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{answers:?}");
+    assert_eq!(twilio.requests().len(), 1);
+    assert_eq!(messages(&edge).await.len(), 1);
+    edge.shut_down().await;
+}
+
+async fn oversized_send_body_is_413(data: &TestDatabase) {
+    let twilio = TwilioStandIn::start().await;
+    let mut vars = twilio.vars();
+    vars.push(("MAX_BODY_BYTES", "2048".to_owned()));
+    let edge = Edge::start(data, &as_refs(&vars), fast_policy()).await;
+    let (status, body) = send(
+        &edge,
+        Some(API_TOKEN),
+        None,
+        serde_json::json!({"to": CONTACT, "body": "x".repeat(4000)}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "body_too_large");
+    assert!(twilio.requests().is_empty());
+    edge.shut_down().await;
+}
+
 on_both_backends!(
     signed_inbound_is_stored_exactly_once_and_unsigned_is_refused,
     unsigned_inbound_is_accepted_when_signature_checks_are_off,
@@ -624,4 +690,7 @@ on_both_backends!(
     provider_down_is_502_and_the_message_is_kept,
     idempotency_key_replays_survive_a_restart,
     bridge_webhook_needs_the_api_token_and_stores_once,
+    hanging_provider_is_cut_by_the_attempt_timeout,
+    concurrent_retries_with_one_key_send_once,
+    oversized_send_body_is_413,
 );

@@ -222,6 +222,8 @@ pub fn encode(form: &[(&str, &str)]) -> String {
 pub enum Reply {
     Accept,
     Status(u16, serde_json::Value),
+    /// Never answer (crmd's per-attempt timeout must cut it).
+    Hang,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +319,7 @@ async fn messages_endpoint(
             })),
         ),
         Reply::Status(code, json) => (StatusCode::from_u16(code).unwrap(), Json(json)),
+        Reply::Hang => std::future::pending().await,
     }
 }
 
