@@ -77,11 +77,19 @@
     if (response.status === 404 && !path.startsWith('/api/calls/')) {
       throw new Error('This server does not offer ' + path.split('?')[0] + ' (HTTP 404).');
     }
-    if (!response.ok) {
-      const body = (await response.text()).slice(0, 200);
-      throw new Error(path + ': HTTP ' + response.status + (body ? ' — ' + body : ''));
-    }
+    if (!response.ok) throw new Error(path.split('?')[0] + ': ' + (await errorText(response)));
     return response.json();
+  }
+
+  /** The API's `{"error","message"}` answer (or the plain body) as one short line. */
+  async function errorText(response) {
+    const body = (await response.text()).trim();
+    let message = body;
+    try {
+      const parsed = JSON.parse(body);
+      if (parsed && parsed.message) message = parsed.message;
+    } catch (_) { /* plain text */ }
+    return 'HTTP ' + response.status + (message ? ' — ' + message.slice(0, 200) : '');
   }
 
   function showError(id, error) {
@@ -167,7 +175,7 @@
       });
       if (response.status === 401) { showLogin('The server refused this token.'); return; }
       if (!response.ok || !response.body) {
-        reason = 'events: HTTP ' + response.status + ' ' + (await response.text()).trim().slice(0, 120);
+        reason = 'events: ' + (await errorText(response));
         throw new Error(reason);
       }
       setStreamStatus('open', 'live');
@@ -351,8 +359,11 @@
 
   function effectText(effect) {
     if (!effect || typeof effect !== 'object') return String(effect);
-    const kind = effect.type || effect.kind || Object.keys(effect)[0] || 'effect';
-    return kind + ' ' + JSON.stringify(effect);
+    const kind = String(effect.effect || effect.type || 'effect').replace(/_/g, ' ');
+    const details = Object.entries(effect)
+      .filter(([key, value]) => key !== 'effect' && value !== null && value !== undefined)
+      .map(([key, value]) => key.replace(/_/g, ' ') + ': ' + value);
+    return kind + (details.length ? ' — ' + details.join(', ') : '');
   }
 
   function applyCallEvent(event, atMs) {
@@ -487,6 +498,11 @@
         turnsList.append(li);
       }
       if (!turnsList.children.length) turnsList.append(el('li', 'muted', 'No transcript stored.'));
+      if (!detail.recording) {
+        $('call-recording-note').hidden = false;
+        $('call-recording-note').textContent = 'No recording for this call.';
+        return;
+      }
       const response = await api('/api/calls/' + encodeURIComponent(sid) + '/recording');
       if (response.ok) {
         audio.src = URL.createObjectURL(await response.blob());
@@ -573,7 +589,7 @@
         showConversation(selectedContact);
       } else {
         status.className = 'error';
-        status.textContent = 'not sent: HTTP ' + response.status + ' ' + (await response.text()).slice(0, 200);
+        status.textContent = 'not sent: ' + (await errorText(response));
       }
     } catch (error) {
       status.className = 'error';
