@@ -432,6 +432,17 @@ async fn the_console_shows_a_real_call_live_in_chromium() {
     );
     assert_eq!(console.metrics().sse_clients(), 1);
 
+    // Record every caller partial the page shows (they are replaced by the final).
+    browser
+        .evaluate(
+            "window.seenPartials = []; new MutationObserver(() => { \
+             for (const n of document.querySelectorAll('#live-calls .line-partial .text')) \
+             window.seenPartials.push({ text: n.textContent, color: getComputedStyle(n).color }); \
+             }).observe(document.getElementById('live-calls'), \
+             { subtree: true, childList: true, characterData: true }); true",
+        )
+        .await;
+
     // Now the call: everything the page shows next arrives live.
     let (hang_up, hang_up_rx) = oneshot::channel();
     let caller = tokio::spawn(run_caller(call_url, hang_up_rx));
@@ -446,6 +457,23 @@ async fn the_console_shows_a_real_call_live_in_chromium() {
         )
         .await;
     assert_eq!(caller_line, CALLER_LINE);
+    // Partials showed in grey while the caller spoke, and the final replaced them.
+    let partials = browser.evaluate("window.seenPartials").await;
+    let partials = partials.as_array().unwrap();
+    assert!(!partials.is_empty(), "no partial transcript was shown");
+    for partial in partials {
+        assert!(
+            CALLER_LINE.starts_with(partial["text"].as_str().unwrap().trim_end_matches('…')),
+            "{partial}"
+        );
+        assert_eq!(partial["color"], "rgb(156, 163, 175)", "partials are grey");
+    }
+    assert_eq!(
+        browser
+            .evaluate("document.querySelectorAll('#live-calls .line-partial').length")
+            .await,
+        0
+    );
     let agent_line = browser
         .wait_for(
             "the agent's reply",
