@@ -168,7 +168,10 @@
     setStreamStatus('connecting', 'connecting…');
     let reason = 'disconnected';
     try {
-      const response = await fetch('/api/events', {
+      // `/console#call=CA…` follows one call only.
+      const followed = /^#call=([A-Za-z0-9]{1,64})$/.exec(window.location.hash);
+      const url = '/api/events' + (followed ? '?call=' + followed[1] : '');
+      const response = await fetch(url, {
         headers: authHeaders({ Accept: 'text/event-stream' }),
         signal: controller.signal,
         cache: 'no-store',
@@ -600,6 +603,8 @@
   $('contacts-refresh').addEventListener('click', loadContacts);
 
   // ------------------------------------------------------------------ boot
+
+  window.addEventListener('hashchange', () => { if (token) connect(); });
 
   if (token) start(); else showLogin(null);
 })();
