@@ -222,6 +222,51 @@ async fn barge_in_clears_at_once_and_no_more_audio_of_that_turn_is_sent() {
         .unwrap();
     assert!(agent_reply.interrupted);
     assert!(agent_reply.heard_text.is_some());
+
+    // The recording stops the interrupted reply where the caller stopped hearing it: audio
+    // the clear dropped (sent ahead within the lead, never played) is not in the file.
+    let recording = h.store.get_recording(CALL_SID).await.unwrap();
+    let recording = decode_recording(&std::fs::read(&recording.path).unwrap());
+    let agent_sounding = recording.frames_where(|_, right| right > 1000.0);
+    let clear_ms = (clear_at - log.start_sent_at.unwrap()).as_millis() as u64;
+    let last_before_clear = agent_sounding
+        .iter()
+        .copied()
+        .filter(|&at| at <= clear_ms + 100)
+        .max()
+        .unwrap();
+    let next_after_clear = agent_sounding
+        .iter()
+        .copied()
+        .find(|&at| at > last_before_clear + 20);
+    println!(
+        "FIGURE recording: interrupted reply ends at {last_before_clear} ms, clear at {clear_ms} ms, next agent audio at {next_after_clear:?} ms"
+    );
+    assert!(
+        clear_ms.saturating_sub(last_before_clear) <= 100,
+        "the reply sounded until {last_before_clear} ms in the file, the clear came at {clear_ms} ms"
+    );
+    // About 80 ms of audio was queued ahead at the clear: none of it may sound in the file
+    // (one frame of slack for the two clocks' offset).
+    let dropped_but_recorded: Vec<u64> = agent_sounding
+        .iter()
+        .copied()
+        .filter(|&at| at > clear_ms + 50 && at <= clear_ms + 400)
+        .collect();
+    assert!(
+        dropped_but_recorded.is_empty(),
+        "agent audio after the clear at {clear_ms} ms is in the recording: {dropped_but_recorded:?}"
+    );
+    // Next agent audio is the answer to the barge-in words: after they ended plus the
+    // end-of-utterance wait, not the rest of the interrupted reply.
+    let barge_in_words_ended =
+        (log.speech_ended_at[1] - log.start_sent_at.unwrap()).as_millis() as u64;
+    if let Some(next) = next_after_clear {
+        assert!(
+            next >= barge_in_words_ended + 400,
+            "agent audio at {next} ms, before the answer to words that ended at {barge_in_words_ended} ms"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,8 +330,23 @@ async fn the_transcript_and_the_left_message_are_stored_in_the_crm() {
     );
     let seqs: Vec<i64> = detail.turns.iter().map(|t| t.seq).collect();
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-    let effects = detail.turns[3].latency.as_ref().unwrap();
-    assert_eq!(effects["effects"][0]["effect"], "leave_message");
+    // The message is a CRM task, linked to the call and the caller's number.
+    let tasks = h
+        .store
+        .list_tasks(crm::PageRequest::default(), Some(crm::TaskStatus::Open))
+        .await
+        .unwrap();
+    assert_eq!(tasks.items.len(), 1, "{:?}", tasks.items);
+    let task = &tasks.items[0];
+    assert_eq!(task.kind, crm::TaskKind::Message);
+    assert_eq!(task.text, "The boiler in flat 3 is leaking");
+    assert_eq!(task.call_sid, CALL_SID);
+    assert_eq!(task.contact_phone.as_deref(), Some(CALLER));
+    assert_eq!(task.seq, 0);
+    assert!(
+        detail.turns[3].latency.is_none(),
+        "effects live in tasks now"
+    );
     assert!(
         detail.turns[4].latency.as_ref().unwrap()["eou_ms"]
             .as_u64()
@@ -636,4 +696,212 @@ async fn a_silent_caller_is_reprompted_then_hung_up_on() {
         EndReason::HungUpByAgent { why: "no_response" }
     );
     assert_eq!(h.rest.requests.lock().unwrap().len(), 1);
+}
+
+/// The Ogg pages of a file: checks each page's capture pattern and CRC, and returns the
+/// packets of its (single) logical stream and the last page's granule position.
+fn ogg_packets(file: &[u8]) -> (Vec<Vec<u8>>, u64) {
+    let mut packets = Vec::new();
+    let mut partial = Vec::new();
+    let mut position = 0;
+    let mut granule = 0;
+    while position < file.len() {
+        assert_eq!(
+            &file[position..position + 4],
+            b"OggS",
+            "page at byte {position}"
+        );
+        granule = u64::from_le_bytes(file[position + 6..position + 14].try_into().unwrap());
+        let segments = file[position + 26] as usize;
+        let lacing = &file[position + 27..position + 27 + segments];
+        let body_len: usize = lacing.iter().map(|&l| l as usize).sum();
+        let end = position + 27 + segments + body_len;
+        let mut page = file[position..end].to_vec();
+        let stored_crc = u32::from_le_bytes(page[22..26].try_into().unwrap());
+        page[22..26].fill(0);
+        assert_eq!(
+            mulaw::ogg::ogg_crc32(&page),
+            stored_crc,
+            "page CRC at byte {position}"
+        );
+        let mut body = position + 27 + segments;
+        for &lace in lacing {
+            partial.extend_from_slice(&file[body..body + lace as usize]);
+            body += lace as usize;
+            if lace < 255 {
+                packets.push(std::mem::take(&mut partial));
+            }
+        }
+        position = end;
+    }
+    (packets, granule)
+}
+
+fn rms(samples: impl Iterator<Item = i16>) -> f64 {
+    let (sum, n) = samples.fold((0f64, 0usize), |(sum, n), s| {
+        (sum + f64::from(s) * f64::from(s), n + 1)
+    });
+    (sum / n.max(1) as f64).sqrt()
+}
+
+/// A recording decoded back to PCM: its length and each 20 ms frame's (left, right) RMS.
+struct DecodedRecording {
+    duration_ms: u64,
+    frame_rms: Vec<(f64, f64)>,
+}
+
+impl DecodedRecording {
+    /// Start times (ms into the file) of the frames whose (left, right) RMS pass `test`.
+    fn frames_where(&self, test: impl Fn(f64, f64) -> bool) -> Vec<u64> {
+        self.frame_rms
+            .iter()
+            .enumerate()
+            .filter(|(_, (left, right))| test(*left, *right))
+            .map(|(index, _)| index as u64 * 20)
+            .collect()
+    }
+}
+
+/// Checks the file is stereo Ogg Opus and decodes it with the mulaw crate's Opus decoder.
+fn decode_recording(file: &[u8]) -> DecodedRecording {
+    let (packets, granule) = ogg_packets(file);
+    assert_eq!(&packets[0][..8], b"OpusHead");
+    assert_eq!(packets[0][9], 2, "channel count");
+    let pre_skip = u64::from(u16::from_le_bytes([packets[0][10], packets[0][11]]));
+    assert_eq!(&packets[1][..8], b"OpusTags");
+    let mut decoder = mulaw::opus::OpusFrameDecoder::new(8000, 2).unwrap();
+    let mut pcm: Vec<i16> = Vec::new();
+    for packet in &packets[2..] {
+        pcm.extend_from_slice(decoder.decode_frame(packet).unwrap());
+    }
+    // Pre-skip counts 48 kHz samples; at 8 kHz it is a sixth, times two channels.
+    let skip = (pre_skip / 6) as usize * 2;
+    let frame_rms = pcm[skip.min(pcm.len())..]
+        .chunks_exact(320)
+        .map(|frame| {
+            (
+                rms(frame.iter().step_by(2).copied()),
+                rms(frame.iter().skip(1).step_by(2).copied()),
+            )
+        })
+        .collect();
+    DecodedRecording {
+        duration_ms: (granule - pre_skip) / 48,
+        frame_rms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twilio_time() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["What are your opening hours?".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greeting_ms = tts_ms(&h.greeting()) as u64;
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Silence(300),
+            Step::Speak(800),
+            Step::WaitUntilAgentDone,
+            Step::Silence(300),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let start = log.start_sent_at.unwrap();
+    let greeting_sig = h.signature(&h.greeting());
+    let reply_ms = (tts_ms(OPENING_HOURS_1) + tts_ms(OPENING_HOURS_2)) as u64;
+
+    // The call references the finished file; no partial file is left behind.
+    let finished = summary.recording.clone().expect("the call was recorded");
+    assert_eq!(summary.recording_dropped_chunks, 0);
+    let expected_path = h.recordings_dir.join(format!("{CALL_SID}.ogg"));
+    assert_eq!(finished.path, expected_path.display().to_string());
+    assert!(
+        !h.recordings_dir
+            .join(format!("{CALL_SID}.ogg.part"))
+            .exists()
+    );
+    h.writer.flush().await;
+    let stored = h.store.get_recording(CALL_SID).await.unwrap();
+    assert_eq!(stored.path, finished.path);
+    assert_eq!(stored.codec, "opus");
+    let file = std::fs::read(&expected_path).unwrap();
+    assert_eq!(stored.size_bytes, Some(file.len() as i64));
+    let detail = h.store.get_call_with_turns(CALL_SID).await.unwrap();
+    assert_eq!(
+        detail.recording.as_ref().map(|r| &r.path),
+        Some(&finished.path)
+    );
+
+    // Ogg Opus, two channels, as long as the call.
+    let recording = decode_recording(&file);
+    let file_ms = recording.duration_ms;
+    let stored_ms = stored.duration_ms.unwrap() as u64;
+    assert!(
+        file_ms.abs_diff(stored_ms) <= 20,
+        "file {file_ms} ms, row {stored_ms} ms"
+    );
+    println!(
+        "FIGURE recording {file_ms} ms for a call of {} ms",
+        summary.duration_ms
+    );
+    assert!(
+        file_ms.abs_diff(summary.duration_ms) <= 250,
+        "recording {file_ms} ms, call {} ms",
+        summary.duration_ms
+    );
+    let caller_frames = recording.frames_where(|left, right| left > 1000.0 && right < left / 8.0);
+    let agent_frames = recording.frames_where(|left, right| right > 1000.0 && left < right / 8.0);
+    println!(
+        "FIGURE recording: {} caller frames from {:?} ms, {} agent frames from {:?} ms",
+        caller_frames.len(),
+        caller_frames.first(),
+        agent_frames.len(),
+        agent_frames.first()
+    );
+
+    // Caller: 800 ms of tone, on the left, where the client's timestamps put it.
+    let spoke_at_ms = (log.speech_started_at[0] - start).as_millis() as u64;
+    assert!(
+        caller_frames.len().abs_diff(40) <= 3,
+        "caller frames: {caller_frames:?}"
+    );
+    assert!(
+        caller_frames[0].abs_diff(spoke_at_ms) <= 60,
+        "caller speech at {} ms in the file, the client spoke at {spoke_at_ms} ms",
+        caller_frames[0]
+    );
+    // Agent: the greeting at once, then the reply where the client started playing it.
+    let agent_expected = ((greeting_ms + reply_ms) / 20) as usize;
+    assert!(
+        agent_frames.len().abs_diff(agent_expected) <= agent_expected / 10,
+        "agent frames {} vs {agent_expected} expected",
+        agent_frames.len()
+    );
+    assert!(agent_frames[0] <= 60, "greeting at {} ms", agent_frames[0]);
+    let reply_heard_ms = log
+        .frames
+        .iter()
+        .find(|f| f.signature != greeting_sig)
+        .map(|f| (f.at - start).as_millis() as u64)
+        .unwrap();
+    let reply_in_file_ms = *agent_frames.iter().find(|&&at| at > spoke_at_ms).unwrap();
+    println!(
+        "FIGURE reply placed at {reply_in_file_ms} ms, client received it at {reply_heard_ms} ms"
+    );
+    assert!(
+        reply_in_file_ms.abs_diff(reply_heard_ms) <= 100,
+        "reply at {reply_in_file_ms} ms in the file, the client got it at {reply_heard_ms} ms"
+    );
+    // Nobody talks over anybody in this call: no frame is both.
+    assert!(caller_frames.iter().all(|at| !agent_frames.contains(at)));
 }

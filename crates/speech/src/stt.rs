@@ -443,7 +443,8 @@ impl SttSession {
                     .map(duration_from_proto)
                     .unwrap_or_default();
                 let result_end = ledger.handle_final(stream_end);
-                tracing::info!(
+                // Debug only: the call driver logs STT_FINAL at info with its call span.
+                tracing::debug!(
                     call_id = %self.call_id, text = %best.transcript, confidence = best.confidence,
                     result_end_ms = result_end.as_millis() as u64, "STT_FINAL"
                 );
@@ -453,7 +454,8 @@ impl SttSession {
                     result_end,
                 }
             } else {
-                tracing::info!(
+                // Debug only: the call driver logs STT_PARTIAL at info with its call span.
+                tracing::debug!(
                     call_id = %self.call_id, text = %best.transcript, stability = result.stability,
                     "STT_PARTIAL"
                 );

@@ -134,7 +134,9 @@ impl TtsClient {
             audio.extend_from_slice(&self.synthesize_piece(piece).await?);
         }
         let audio = audio.freeze();
-        tracing::info!(
+        // Debug only: the call driver logs TTS_LEN_ms at info, once per utterance, with its
+        // call span (this client does not know which call it serves).
+        tracing::debug!(
             TTS_LEN_ms = bytes_to_duration(audio.len() as u64).as_millis() as u64,
             voice = %self.shared.config.voice_name, "TTS_LEN_ms"
         );
@@ -243,7 +245,7 @@ impl TtsClient {
                     Some((chunk, Some((responses, total))))
                 }
                 Ok(None) => {
-                    tracing::info!(
+                    tracing::debug!(
                         TTS_LEN_ms = bytes_to_duration(total as u64).as_millis() as u64,
                         streaming = true,
                         "TTS_LEN_ms"

@@ -1,6 +1,7 @@
 //! What a call needs from the rest of the server.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ impl Default for CallSettings {
 /// Everything a call uses, shared by all calls (`Arc<CallDeps>`). Optional parts degrade
 /// gracefully: no STT -> only DTMF is understood; no TTS -> turns fail quietly (the engine
 /// does not loop); no CRM -> nothing is stored; no REST client -> we end calls by closing the
-/// socket.
+/// socket; no recordings directory -> calls are not recorded.
 pub struct CallDeps {
     /// Decides what to say; its fixed lines become the engine's greeting/reprompt/goodbye/apology.
     pub responder: Arc<dyn Responder>,
@@ -70,6 +71,9 @@ pub struct CallDeps {
     pub events: Option<broadcast::Sender<CallEvent>>,
     /// Driver timings.
     pub settings: CallSettings,
+    /// Where each call is recorded as `<CallSid>.ogg` (stereo Ogg Opus: caller left, agent
+    /// right); `None` = calls are not recorded.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for CallDeps {
@@ -84,12 +88,13 @@ impl fmt::Debug for CallDeps {
             .field("turn_config", &self.turn_config)
             .field("events", &self.events.is_some())
             .field("settings", &self.settings)
+            .field("recordings_dir", &self.recordings_dir)
             .finish()
     }
 }
 
 impl CallDeps {
-    /// Dependencies with only a responder (no STT/TTS/CRM/REST), default timings.
+    /// Dependencies with only a responder (no STT/TTS/CRM/REST, no recordings), default timings.
     pub fn new(responder: Arc<dyn Responder>) -> Self {
         CallDeps {
             responder,
@@ -101,6 +106,7 @@ impl CallDeps {
             turn_config: TurnConfig::default(),
             events: None,
             settings: CallSettings::default(),
+            recordings_dir: None,
         }
     }
 

@@ -49,6 +49,7 @@ pub struct Pacer {
     queue: VecDeque<Outgoing>,
     lead: Duration,
     run: Option<Run>,
+    last_frame_plays_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +76,7 @@ impl Pacer {
             queue: VecDeque::new(),
             lead,
             run: None,
+            last_frame_plays_at: None,
         }
     }
 
@@ -143,6 +145,7 @@ impl Pacer {
                     self.run = Some(run);
                     return None;
                 }
+                self.last_frame_plays_at = Some(run.playout_end());
                 self.run = Some(Run {
                     t0: run.t0,
                     sent_bytes: run.sent_bytes + len,
@@ -166,6 +169,13 @@ impl Pacer {
     /// Whether anything is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// When Twilio starts playing the media frame most recently returned by
+    /// [`poll_send`](Self::poll_send): its run's start plus the audio sent before it in the run
+    /// (so later than the send by up to the lead). `None` before the first frame.
+    pub fn last_frame_plays_at(&self) -> Option<Instant> {
+        self.last_frame_plays_at
     }
 
     /// When Twilio will have played everything sent so far (`None` when idle).
@@ -260,6 +270,36 @@ mod tests {
         assert_eq!(p.clear(), 1, "one frame was still waiting");
         assert!(p.is_empty());
         assert!(p.poll_send(start + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn each_frame_plays_at_its_run_start_plus_the_audio_before_it() {
+        let mut p = Pacer::new(Duration::from_millis(80));
+        let start = Instant::now();
+        assert_eq!(p.last_frame_plays_at(), None);
+        p.push_audio(TurnId(1), &audio(200));
+        let mut now = start;
+        let mut plays = Vec::new();
+        while plays.len() < 10 {
+            while let Some(item) = p.poll_send(now) {
+                assert!(matches!(item, Outgoing::Media { .. }));
+                let at = p.last_frame_plays_at().unwrap();
+                plays.push((now - start, at - start));
+            }
+            match p.poll_timeout(now) {
+                Some(next) => now = next.max(now + Duration::from_millis(1)),
+                None => break,
+            }
+        }
+        assert_eq!(plays.len(), 10);
+        for (k, (sent, plays_at)) in plays.iter().enumerate() {
+            assert_eq!(*plays_at, Duration::from_millis(20 * k as u64), "frame {k}");
+            assert!(sent <= plays_at, "frame {k} sent after it should play");
+            assert!(
+                *plays_at - *sent <= Duration::from_millis(81),
+                "frame {k} lead"
+            );
+        }
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct CallSummary {
     pub hangup: Option<Result<HangupOutcome, String>>,
     /// Inbound stream health at the end.
     pub inbound_health: Option<twilio_stream::media::StreamHealthSnapshot>,
+    /// The finished recording (also queued to the CRM), when calls are recorded.
+    pub recording: Option<crm::NewRecording>,
+    /// 20 ms chunks left out of the recording because its encoder fell behind.
+    pub recording_dropped_chunks: u64,
 }
 
 /// A live event for a console (`tokio::sync::broadcast`); every variant carries the CallSid.

@@ -25,11 +25,18 @@ use crate::responder::{
 };
 use crate::rest::{HangupError, HangupOutcome};
 use crate::transport::{TransportError, WsIn, WsOut};
+use crm::recording::RecordingTask;
 
 /// Suffix of the driver's own mark after the first frame of a reply (Twilio-clock latency).
 const FIRST_FRAME_MARK_SUFFIX: &str = "-first";
 /// Protocol problems logged per call before going quiet (the counter keeps counting).
 const MAX_LOGGED_PROTOCOL_ERRORS: u32 = 5;
+/// 20 ms chunks the recording queue holds before chunks are dropped (10 s of both sides).
+const RECORDING_QUEUE_CHUNKS: usize = 1_000;
+/// Longest wait for the recording encoder to drain and close the file at the end of a call.
+const RECORDING_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest task text stored from a call (the CRM refuses longer ones).
+const MAX_TASK_TEXT_CHARS: usize = 4_000;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -252,6 +259,17 @@ struct Session {
     crm_seq: i64,
 
     current_media: Option<(Instant, u64)>,
+    /// Local instant and Twilio stream time (ms) that correspond: `start` is time 0, then
+    /// each inbound frame's end at its arrival. Maps agent play times onto Twilio's clock.
+    twilio_clock_anchor: Option<(Instant, u64)>,
+    recording: Option<RecordingTask>,
+    /// Agent frames sent to Twilio, waiting for the instant they start playing before they go
+    /// into the recording (a `clear` drops the ones that never play).
+    recording_agent_pending: VecDeque<(Instant, Bytes)>,
+    /// Tasks (messages left, callbacks booked) submitted so far; the next task's `seq`.
+    task_seq: i64,
+    /// Audio bytes synthesized for the utterance now being delivered (for `TTS_LEN_ms`).
+    utterance_audio_bytes: u64,
     speech_started_wall_ms: Option<i64>,
     speech_ended_at: Option<Instant>,
     last_voiced_twilio_ms: Option<u64>,
@@ -316,6 +334,8 @@ impl CallSummary {
             stt_restarts: 0,
             hangup: None,
             inbound_health: None,
+            recording: None,
+            recording_dropped_chunks: 0,
         }
     }
 }
@@ -390,6 +410,11 @@ impl Session {
             turns: HashMap::new(),
             crm_seq: 0,
             current_media: None,
+            twilio_clock_anchor: None,
+            recording: None,
+            recording_agent_pending: VecDeque::new(),
+            task_seq: 0,
+            utterance_audio_bytes: 0,
             speech_started_wall_ms: None,
             speech_ended_at: None,
             last_voiced_twilio_ms: None,
@@ -436,6 +461,7 @@ impl Session {
             let at = now();
             self.drain(at);
             self.pump_audio(at);
+            self.feed_recording(at);
             if let Err(detail) = self.flush(&mut socket).await
                 && self.end.is_none()
             {
@@ -446,6 +472,7 @@ impl Session {
         self.finish(now());
         // Politely close our side; the peer may already be gone.
         let _ = tokio::time::timeout(Duration::from_millis(500), socket.close()).await;
+        self.finish_recording().await;
         self.summary
     }
 
@@ -519,6 +546,10 @@ impl Session {
                 let frame_end_twilio_ms = media.timestamp_ms + frame_ms;
                 self.latest_twilio_ms = self.latest_twilio_ms.max(frame_end_twilio_ms);
                 self.current_media = Some((at, frame_end_twilio_ms));
+                self.twilio_clock_anchor = Some((at, frame_end_twilio_ms));
+                if let Some(recording) = self.recording.as_mut() {
+                    recording.push_caller(media.timestamp_ms, &media.payload);
+                }
                 if let Some(stt) = &self.stt {
                     stt.send_audio(&media.payload);
                 }
@@ -580,6 +611,8 @@ impl Session {
         }
         self.health = Some(StreamHealth::for_format(format));
         self.started_at = Some(at);
+        self.twilio_clock_anchor = Some((at, 0));
+        self.start_recording(&call_sid);
         self.next_ping_at = at + self.deps.settings.keepalive_interval;
         self.call_sid = Some(call_sid.clone());
         self.stream_sid = Some(start.stream_sid.clone());
@@ -731,18 +764,24 @@ impl Session {
 
     fn handle_synth(&mut self, at: Instant, turn: TurnId, msg: Option<SynthMsg>) {
         match msg {
-            Some(SynthMsg::Audio(audio)) => self.engine.handle_tts_audio(at, turn, audio),
+            Some(SynthMsg::Audio(audio)) => {
+                self.utterance_audio_bytes += audio.len() as u64;
+                self.engine.handle_tts_audio(at, turn, audio);
+            }
             Some(SynthMsg::Done) => {
                 self.synth.pop_front();
+                self.utterance_synthesized(turn);
                 self.engine.handle_tts_done(at, turn);
             }
             Some(SynthMsg::Failed(error)) => {
                 self.synth.pop_front();
+                self.utterance_audio_bytes = 0;
                 tracing::warn!(%error, %turn, "TTS failed");
                 self.engine.handle_tts_failed(at, turn);
             }
             None => {
                 self.synth.pop_front();
+                self.utterance_audio_bytes = 0;
                 tracing::warn!(%turn, "TTS task ended without a result");
                 self.engine.handle_tts_failed(at, turn);
             }
@@ -829,10 +868,17 @@ impl Session {
                 progressed = true;
                 match input {
                     ImmediateTts::Audio(turn, audio) => {
-                        self.engine.handle_tts_audio(at, turn, audio)
+                        self.utterance_audio_bytes += audio.len() as u64;
+                        self.engine.handle_tts_audio(at, turn, audio);
                     }
-                    ImmediateTts::Done(turn) => self.engine.handle_tts_done(at, turn),
-                    ImmediateTts::Failed(turn) => self.engine.handle_tts_failed(at, turn),
+                    ImmediateTts::Done(turn) => {
+                        self.utterance_synthesized(turn);
+                        self.engine.handle_tts_done(at, turn);
+                    }
+                    ImmediateTts::Failed(turn) => {
+                        self.utterance_audio_bytes = 0;
+                        self.engine.handle_tts_failed(at, turn);
+                    }
                 }
             }
             if !progressed {
@@ -862,11 +908,12 @@ impl Session {
                 // (or to an older, already stale one): drop them all, aborting their requests.
                 tracing::debug!(%turn, jobs = self.synth.len(), "synthesis cancelled");
                 self.synth.clear();
+                self.utterance_audio_bytes = 0;
                 self.immediate
                     .retain(|input| !matches!(input, ImmediateTts::Audio(t, _) | ImmediateTts::Done(t) | ImmediateTts::Failed(t) if *t == turn));
             }
             Action::Play { turn, audio } => {
-                tracing::info!(%turn, TTS_LEN_ms = mulaw::duration_ms(audio.len()), "TTS_LEN_ms");
+                tracing::debug!(%turn, audio_ms = mulaw::duration_ms(audio.len()), "play");
                 self.pacer.push_audio(turn, &audio);
                 let record = self.record(turn, at);
                 let first_play = !record.first_play_seen;
@@ -887,6 +934,9 @@ impl Session {
             Action::SendMark { turn, name } => self.pacer.push_mark(turn, name),
             Action::Clear => {
                 let dropped = self.pacer.clear();
+                // Twilio drops what it has not played yet: keep it out of the recording.
+                self.recording_agent_pending
+                    .retain(|(plays_at, _)| *plays_at <= at);
                 self.summary.clears_sent += 1;
                 if let Some(stream_sid) = &self.stream_sid {
                     self.outbox.push_back(WsOut::Text(clear_json(stream_sid)));
@@ -1089,13 +1139,13 @@ impl Session {
             None
         };
         let mut end_call = false;
-        let effects: Vec<ResponderEffect> = record.effects.clone();
-        for effect in &effects {
+        for effect in &record.effects {
             match effect {
                 ResponderEffect::EndCall => end_call = true,
                 other => {
                     tracing::info!(effect = ?other, "responder effect");
                     self.summary.effects.push(other.clone());
+                    self.submit_task(other, record.caller_text.as_deref());
                     self.broadcast(CallEvent::Effect {
                         call_sid: call_sid.clone(),
                         effect: other.clone(),
@@ -1104,12 +1154,6 @@ impl Session {
             }
         }
         if let Some(caller_text) = &record.caller_text {
-            let stored: Vec<&ResponderEffect> = effects
-                .iter()
-                .filter(|e| !matches!(e, ResponderEffect::EndCall))
-                .collect();
-            let latency_json =
-                (!stored.is_empty()).then(|| serde_json::json!({ "effects": stored }));
             self.push_history(HistorySpeaker::Caller, caller_text.clone());
             self.append_turn(crm::NewTurn {
                 call_sid: call_sid.clone(),
@@ -1120,7 +1164,7 @@ impl Session {
                 interrupted: false,
                 started_at_ms: record.caller_started_ms,
                 ended_at_ms: None,
-                latency_json,
+                latency_json: None,
             });
         }
         if !record.agent_text.is_empty() {
@@ -1158,6 +1202,54 @@ impl Session {
         if end_call && matches!(outcome, TurnOutcome::Played | TurnOutcome::PlayedByFallback) {
             self.begin_hangup(at, "goodbye");
         }
+    }
+
+    /// Queues a responder effect as a CRM follow-up task. `seq` counts the call's tasks, so a
+    /// writer retry of the same task is stored once.
+    fn submit_task(&mut self, effect: &ResponderEffect, caller_text: Option<&str>) {
+        let Some(call_sid) = self.call_sid.clone() else {
+            return;
+        };
+        let known_phone = |phone: Option<&String>| phone.filter(|p| crm::is_e164(p)).cloned();
+        let (kind, text, phone, preferred_time) = match effect {
+            ResponderEffect::LeaveMessage { text } => (
+                crm::TaskKind::Message,
+                text.clone(),
+                known_phone(self.contact.phone.as_ref()),
+                None,
+            ),
+            ResponderEffect::BookCallback {
+                phone,
+                preferred_time,
+            } => (
+                crm::TaskKind::Callback,
+                caller_text.unwrap_or_default().to_owned(),
+                known_phone(phone.as_ref()).or_else(|| known_phone(self.contact.phone.as_ref())),
+                preferred_time.clone(),
+            ),
+            // Not a follow-up (and new effects are not tasks until someone decides they are).
+            _ => return,
+        };
+        let seq = self.task_seq;
+        self.task_seq += 1;
+        tracing::info!(task_seq = seq, kind = kind.as_str(), "CRM task queued");
+        self.crm_submit(crm::WriteOp::Task(crm::NewTask {
+            call_sid,
+            seq,
+            contact_phone: phone,
+            kind,
+            text: text.chars().take(MAX_TASK_TEXT_CHARS).collect(),
+            preferred_time: preferred_time.map(|t| t.chars().take(200).collect()),
+            at_ms: wall_ms(),
+        }));
+    }
+
+    /// One `Synthesize` finished delivering audio: its length, once per utterance, with the
+    /// call id (the speech crate logs its own copy at debug level only).
+    fn utterance_synthesized(&mut self, turn: TurnId) {
+        let bytes = std::mem::take(&mut self.utterance_audio_bytes);
+        let audio_ms = mulaw::duration_ms(usize::try_from(bytes).unwrap_or(usize::MAX));
+        tracing::info!(%turn, TTS_LEN_ms = audio_ms, "TTS_LEN_ms");
     }
 
     fn push_history(&mut self, speaker: HistorySpeaker, text: String) {
@@ -1217,6 +1309,11 @@ impl Session {
                     self.outbox
                         .push_back(WsOut::Text(media_json(&stream_sid, &payload)));
                     self.summary.media_frames_out += 1;
+                    if self.recording.is_some() {
+                        let plays_at = self.pacer.last_frame_plays_at().unwrap_or(at);
+                        self.recording_agent_pending
+                            .push_back((plays_at, payload.clone()));
+                    }
                     let Some(record) = self.turns.get_mut(&turn.0) else {
                         continue;
                     };
@@ -1288,6 +1385,7 @@ impl Session {
     fn finish(&mut self, at: Instant) {
         self.engine.handle_stream_stop(at);
         self.drain(at);
+        self.feed_recording(at);
         self.stt = None;
         self.synth.clear();
         self.reply = None;
@@ -1341,6 +1439,88 @@ impl Session {
             end_reason,
             duration_ms: self.summary.duration_ms,
         });
+    }
+
+    // ------------------------------------------------------------------ recording
+
+    fn start_recording(&mut self, call_sid: &str) {
+        let Some(dir) = &self.deps.recordings_dir else {
+            return;
+        };
+        match RecordingTask::start(dir, call_sid, RECORDING_QUEUE_CHUNKS) {
+            Ok(task) => {
+                tracing::info!(dir = %dir.display(), "recording the call");
+                self.recording = Some(task);
+            }
+            Err(error) => {
+                tracing::error!(%error, dir = %dir.display(), "cannot record this call; it goes on unrecorded (check RECORDINGS_DIR)");
+            }
+        }
+    }
+
+    /// Where `instant` falls on Twilio's stream clock (ms since `start`), from the latest
+    /// inbound frame: its end timestamp corresponds to its arrival.
+    fn twilio_ms_at(&self, instant: Instant) -> u64 {
+        let Some((anchor_at, anchor_ms)) = self.twilio_clock_anchor else {
+            return 0;
+        };
+        if instant >= anchor_at {
+            anchor_ms.saturating_add(ms(instant - anchor_at))
+        } else {
+            anchor_ms.saturating_sub(ms(anchor_at - instant))
+        }
+    }
+
+    /// Moves agent frames whose play time has come into the recording.
+    fn feed_recording(&mut self, at: Instant) {
+        if self.recording.is_none() {
+            self.recording_agent_pending.clear();
+            return;
+        }
+        while let Some((plays_at, _)) = self.recording_agent_pending.front() {
+            if *plays_at > at {
+                break;
+            }
+            let plays_at = *plays_at;
+            let twilio_ms = self.twilio_ms_at(plays_at);
+            if let (Some((_, payload)), Some(recording)) = (
+                self.recording_agent_pending.pop_front(),
+                self.recording.as_mut(),
+            ) {
+                recording.push_agent(twilio_ms, &payload);
+            }
+        }
+    }
+
+    /// Closes the recording file and queues its reference to the call.
+    async fn finish_recording(&mut self) {
+        let Some(recording) = self.recording.take() else {
+            return;
+        };
+        // Frames still waiting to play when the call ended were never heard.
+        self.recording_agent_pending.clear();
+        let dropped = recording.stats().dropped_chunks;
+        self.summary.recording_dropped_chunks = dropped;
+        match tokio::time::timeout(RECORDING_FINISH_TIMEOUT, recording.finish(wall_ms())).await {
+            Ok(Ok(finished)) => {
+                tracing::info!(
+                    path = %finished.path, duration_ms = finished.duration_ms,
+                    size_bytes = finished.size_bytes, dropped_chunks = dropped,
+                    "call recording finished"
+                );
+                self.crm_submit(crm::WriteOp::Recording(finished.clone()));
+                self.summary.recording = Some(finished);
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "call recording could not be finished; the call has no recording");
+            }
+            Err(_) => {
+                tracing::error!(
+                    timeout_ms = ms(RECORDING_FINISH_TIMEOUT),
+                    "call recording did not finish in time; the call has no recording"
+                );
+            }
+        }
     }
 
     fn crm_submit(&self, op: crm::WriteOp) {

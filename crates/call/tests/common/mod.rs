@@ -227,7 +227,7 @@ impl TextToSpeech for FakeTts {
             );
             0x10 + index as u8
         };
-        let samples = vec![signature; tts_ms(&text) * 8];
+        let samples = agent_tone(signature, tts_ms(&text) * 8);
         Ok(Response::new(SynthesizeSpeechResponse {
             audio_content: mulaw::wav::write_mulaw(&samples, 8000, 1),
         }))
@@ -241,6 +241,23 @@ impl TextToSpeech for FakeTts {
     ) -> Result<Response<Self::StreamingSynthesizeStream>, Status> {
         Err(Status::unimplemented("the stand-in voice does not stream"))
     }
+}
+
+/// The stand-in voice: a 500 Hz square wave whose positive half is the text's signature byte
+/// and negative half the same byte with the mu-law sign bit set. Every 20 ms frame starts with
+/// the signature byte (160 bytes = 20 half-periods of 8 bytes), so the client can still tell
+/// sentences apart by a frame's first byte, and the audio is a tone a codec keeps (a constant
+/// level would be DC, which Opus filters out).
+pub fn agent_tone(signature: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            if (i / 8) % 2 == 0 {
+                signature
+            } else {
+                signature | 0x80
+            }
+        })
+        .collect()
 }
 
 async fn serve_grpc(router: tonic::transport::server::Router) -> String {
@@ -353,6 +370,8 @@ pub struct Harness {
     pub deps: Arc<CallDeps>,
     pub events: tokio::sync::broadcast::Receiver<call::CallEvent>,
     pub server: tokio::task::JoinHandle<CallSummary>,
+    /// Where the call is recorded (every harness call is).
+    pub recordings_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -434,6 +453,8 @@ impl Harness {
         deps.twilio_rest =
             Some(call::TwilioRest::new(&rest.base, ACCOUNT_SID, "test-auth-token").unwrap());
         deps.events = Some(events_tx);
+        let recordings_dir = dir.path().join("recordings");
+        deps.recordings_dir = Some(recordings_dir.clone());
         if let Some(configure) = options.configure {
             configure(&mut deps);
         }
@@ -461,6 +482,7 @@ impl Harness {
             deps,
             events,
             server,
+            recordings_dir,
             _dir: dir,
         }
     }
