@@ -56,6 +56,8 @@ pub struct CallWiring {
     pub events: broadcast::Sender<CallEvent>,
     /// The shared call dependencies (None in offline-fallback mode).
     pub deps: Option<Arc<CallDeps>>,
+    /// The live console, events and metrics (fed by `events`).
+    pub console: console::Console,
 }
 
 impl std::fmt::Debug for CallWiring {
@@ -76,6 +78,18 @@ pub fn build(
 ) -> Result<CallWiring, StartupError> {
     let (writer, writer_task) = crm::CrmWriter::spawn(store.clone(), CRM_QUEUE_CAPACITY);
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+    let depth_writer = writer.clone();
+    let (console, _console_task) = console::Console::spawn(
+        &events,
+        console::ConsoleOptions {
+            api_token: config
+                .api_token
+                .as_ref()
+                .and_then(|token| console::ApiToken::new(token.expose())),
+            db_queue_depth: Some(Arc::new(move || depth_writer.depth())),
+            ..console::ConsoleOptions::default()
+        },
+    );
 
     let speech = &config.speech;
     if google_credentials.is_none() && !speech.plaintext_endpoints() {
@@ -89,6 +103,7 @@ pub fn build(
             writer_task,
             events,
             deps: None,
+            console,
         });
     }
 
@@ -151,6 +166,7 @@ pub fn build(
     deps.turn_config = turn_config;
     deps.events = Some(events.clone());
     deps.settings.responder_timeout = config.responder.llm_timeout;
+    deps.recordings_dir = config.recordings_dir.clone();
     // Reject bad timings now (exit 2), not on the first call.
     deps.engine_config()
         .validate()
@@ -173,12 +189,14 @@ pub fn build(
     Ok(CallWiring {
         handler: Arc::new(LiveCallHandler {
             deps: Arc::clone(&deps),
+            console: console.clone(),
         }),
         mode: CallMode::Live,
         writer,
         writer_task,
         events,
         deps: Some(deps),
+        console,
     })
 }
 
@@ -219,14 +237,17 @@ fn invalid(variable: &'static str, reason: String) -> StartupError {
 #[derive(Debug)]
 struct LiveCallHandler {
     deps: Arc<CallDeps>,
+    console: console::Console,
 }
 
 impl MediaStreamHandler for LiveCallHandler {
     fn handle(&self, socket: WebSocket, ctx: MediaStreamContext) -> BoxFuture<'static, ()> {
         let deps = Arc::clone(&self.deps);
+        let console = self.console.clone();
         Box::pin(async move {
             let started = tokio::time::Instant::now();
             let summary = call::run_call(adapt(socket), deps).await;
+            console.observe_call_summary(&summary);
             tracing::info!(
                 request_id = %ctx.request_id,
                 call_sid = summary.call_sid.as_deref().unwrap_or("-"),

@@ -249,6 +249,9 @@ pub struct Config {
     pub server: ServerSettings,
     /// `DATABASE_URL` (default `sqlite://data/crmd.sqlite`).
     pub database_url: Secret,
+    /// `RECORDINGS_DIR` (default `data/recordings`): where each call is recorded as
+    /// `<CallSid>.ogg`. `None` when the variable is set to an empty value: calls are not recorded.
+    pub recordings_dir: Option<PathBuf>,
     /// `CRMD_API_TOKEN`: bearer token for `/api/*`.
     pub api_token: Option<Secret>,
     /// Twilio.
@@ -265,6 +268,8 @@ pub struct Config {
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/crmd.sqlite";
+/// Default `RECORDINGS_DIR`.
+pub const DEFAULT_RECORDINGS_DIR: &str = "data/recordings";
 /// Default `MAX_BODY_BYTES` (64 KiB; Twilio's largest webhook forms are a few KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -452,6 +457,7 @@ impl Config {
         Ok(Self {
             server: server_settings(&vars)?,
             database_url: database_url(&vars)?,
+            recordings_dir: recordings_dir(&vars),
             api_token: vars.secret("CRMD_API_TOKEN"),
             twilio: twilio_settings(&vars)?,
             speech: speech_settings(&vars)?,
@@ -478,6 +484,10 @@ impl Config {
                 "database={}",
                 redact_database_url(self.database_url.expose())
             ),
+            match &self.recordings_dir {
+                Some(dir) => format!("recordings={}", dir.display()),
+                None => "recordings=OFF (RECORDINGS_DIR is empty)".to_owned(),
+            },
             format!("max_body_bytes={}", s.max_body_bytes),
             format!("shutdown_grace_s={}", s.shutdown_grace.as_secs()),
         ];
@@ -635,6 +645,15 @@ fn database_url(vars: &Vars) -> Result<Secret, ConfigError> {
         ));
     }
     Ok(Secret::new(url))
+}
+
+/// Unlike other variables, an empty `RECORDINGS_DIR` is not "unset": it turns recording off.
+fn recordings_dir(vars: &Vars) -> Option<PathBuf> {
+    match vars.0.get("RECORDINGS_DIR").map(|v| v.trim()) {
+        None => Some(PathBuf::from(DEFAULT_RECORDINGS_DIR)),
+        Some("") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+    }
 }
 
 fn twilio_settings(vars: &Vars) -> Result<TwilioSettings, ConfigError> {
@@ -830,6 +849,10 @@ mod tests {
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.bind_addr().to_string(), "0.0.0.0:8080");
         assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(
+            c.recordings_dir.as_deref(),
+            Some(Path::new(DEFAULT_RECORDINGS_DIR))
+        );
         assert_eq!(c.server.max_body_bytes, 65_536);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.server.log_format, LogFormat::Text);
@@ -954,6 +977,32 @@ mod tests {
         );
         assert!(summary.contains("twilio_signatures=OFF"), "{summary}");
         assert!(!summary.contains('\n'));
+    }
+
+    #[test]
+    fn recordings_dir_default_custom_and_empty_means_off() {
+        let c = Config::from_vars(vars(&[("RECORDINGS_DIR", " /var/lib/crmd/rec ")])).unwrap();
+        assert_eq!(
+            c.recordings_dir.as_deref(),
+            Some(Path::new("/var/lib/crmd/rec"))
+        );
+        assert!(c.summary_line().contains("recordings=/var/lib/crmd/rec"));
+        let off = Config::from_vars(vars(&[("RECORDINGS_DIR", "")])).unwrap();
+        assert_eq!(off.recordings_dir, None);
+        assert!(
+            off.summary_line()
+                .contains("recordings=OFF (RECORDINGS_DIR is empty)"),
+            "{}",
+            off.summary_line()
+        );
+        let default = Config::from_vars(Vec::new()).unwrap().summary_line();
+        assert!(default.contains("recordings=data/recordings"), "{default}");
+        // From a .env file too: `RECORDINGS_DIR=` turns recording off.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "RECORDINGS_DIR=\n").unwrap();
+        let merged = collect_vars(&path, Vec::new()).unwrap();
+        assert_eq!(Config::from_vars(merged).unwrap().recordings_dir, None);
     }
 
     #[test]
