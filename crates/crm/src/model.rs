@@ -173,7 +173,7 @@ pub struct Turn {
 }
 
 /// A recording file to reference from a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRecording {
     /// Call recorded.
     pub call_sid: String,
