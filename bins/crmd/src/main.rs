@@ -73,7 +73,11 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
         prepared.google_credentials.clone(),
     )?;
     tracing::info!(mode = ?calls.mode, "call handler ready");
-    let whatsapp = edge::WhatsAppChannel::from_config(&prepared.config, prepared.store.clone())?;
+    let metrics = calls.console.clone();
+    let whatsapp = edge::WhatsAppChannel::from_config(&prepared.config, prepared.store.clone())?
+        .with_send_observer(std::sync::Arc::new(move |status| {
+            metrics.observe_whatsapp_send(status);
+        }));
     let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), calls.handler);
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {
@@ -83,7 +87,15 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
     let listener = edge::bind(bind_addr).await?;
     // WHATSAPP_BRIDGE_CMD: a separate process, restarted with back-off; never takes crmd down.
     let bridge = edge::spawn_bridge_supervisor(state.config());
-    let served = edge::serve(listener, state, shutdown).await;
+    // The console's routes go under the edge's layers (request id, X-App-Signature, tracing).
+    let console_routes = calls.console.router();
+    let routes = console::ROUTE_PATHS
+        .iter()
+        .fold(edge::routes(), |routes, path| {
+            routes.route_service(path, console_routes.clone())
+        });
+    let app = edge::with_layers(routes, state.clone());
+    let served = edge::serve_router(listener, app, state, shutdown).await;
     if let Some(bridge) = bridge {
         bridge.shutdown().await;
     }

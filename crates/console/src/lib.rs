@@ -36,3 +36,4 @@ pub use error::ConsoleRejection;
 pub use hub::{Console, ConsoleOptions, DepthProbe, PublishedEvent};
 pub use live::{LineSpeaker, LiveCall, TranscriptLine};
 pub use metrics::{Histogram, LATENCY_BUCKETS_SECONDS, MAX_LABEL_VALUES, Metrics, ScrapeGauges};
+pub use routes::ROUTE_PATHS;

@@ -44,6 +44,11 @@ impl Console {
     ///
     /// All but the page require `Authorization: Bearer $CRMD_API_TOKEN` (503 when it is unset).
     pub fn router(&self) -> Router {
+        debug_assert_eq!(
+            ROUTE_PATHS.len(),
+            7,
+            "keep ROUTE_PATHS in step with router()"
+        );
         Router::new()
             .route("/console", get(page))
             .route("/console/", get(page))
@@ -55,6 +60,18 @@ impl Console {
             .with_state(self.clone())
     }
 }
+
+/// Every path [`Console::router`] serves, for servers that mount the router path by path under
+/// their own layers (`Router::route_service`).
+pub const ROUTE_PATHS: [&str; 7] = [
+    "/console",
+    "/console/",
+    "/console/app.js",
+    "/console/app.css",
+    "/api/events",
+    "/api/console/live",
+    "/metrics",
+];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -37,15 +37,37 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// by [`SendPolicy::attempt_timeout`]).
 const PROVIDER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Told the final status of every `POST /api/whatsapp/send` (`sent`, `failed`, …), e.g. to
+/// count sends by status in metrics.
+pub type SendObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The edge's WhatsApp: the CRM service plus whether sending is configured. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WhatsAppChannel {
     service: WhatsAppService,
     /// `Some(reason)` when sending is off; the reason names the variables to set.
     sending_off: Option<String>,
+    on_send: Option<SendObserver>,
+}
+
+impl std::fmt::Debug for WhatsAppChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhatsAppChannel")
+            .field("service", &self.service)
+            .field("sending_off", &self.sending_off)
+            .field("on_send", &self.on_send.is_some())
+            .finish()
+    }
 }
 
 impl WhatsAppChannel {
+    /// Calls `observer` with the final status of every send (after retries).
+    #[must_use]
+    pub fn with_send_observer(mut self, observer: SendObserver) -> Self {
+        self.on_send = Some(observer);
+        self
+    }
+
     /// Builds the provider named by `WHATSAPP_PROVIDER` with the default [`SendPolicy`].
     ///
     /// Provider `twilio` without `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` or
@@ -143,6 +165,7 @@ impl WhatsAppChannel {
         Ok(Self {
             service: WhatsAppService::new(store, provider, policy),
             sending_off,
+            on_send: None,
         })
     }
 
@@ -382,7 +405,15 @@ pub async fn send(
     if let Some(reason) = &channel.sending_off {
         return Err(ApiError::Unavailable(reason.clone()));
     }
-    match channel.service().send(send_request, key.as_deref()).await {
+    let sent = channel.service().send(send_request, key.as_deref()).await;
+    if let Some(observe) = &channel.on_send {
+        match &sent {
+            Ok(message) => observe(&message.status),
+            Err(SendError::Provider { .. }) => observe("failed"),
+            Err(_) => {}
+        }
+    }
+    match sent {
         Ok(message) => Ok((StatusCode::CREATED, Json(message))),
         Err(SendError::InvalidInput { field, reason }) => Err(ApiError::bad_request(field, reason)),
         Err(e @ SendError::IdempotencyConflict { .. }) => Err(ApiError::Conflict(e.to_string())),
