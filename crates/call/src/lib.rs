@@ -12,6 +12,10 @@
 //!   Outbound audio is paced in real time with a small lead (drift-free), `clear` drops it at
 //!   once, the greeting plays from the TTS cache the moment `start` arrives, the transcript is
 //!   queued to the CRM turn by turn, and per-turn latency is measured (also on Twilio's clock).
+//!   Messages left and callbacks booked become CRM tasks. With [`CallDeps::recordings_dir`]
+//!   set, the call is recorded as it goes (caller left at Twilio's media timestamps, agent
+//!   right at the Twilio-clock instant each frame plays; audio a `clear` dropped is left out)
+//!   and the finished file is referenced from the call.
 //! - [`TwilioRest`]: hanging up a call through Twilio's REST API (404 = already ended).
 //!
 //! What it deliberately does not do: speak HTTP routes or WebSocket upgrades (the edge crate

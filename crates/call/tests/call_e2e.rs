@@ -905,3 +905,51 @@ async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twil
     // Nobody talks over anybody in this call: no frame is both.
     assert!(caller_frames.iter().all(|at| !agent_frames.contains(at)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booked_callback_becomes_an_open_crm_task_for_the_callers_number() {
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["Please call me back".into(), "Tomorrow after 5".into()],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Speak(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(100),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    assert_eq!(
+        summary.effects,
+        vec![ResponderEffect::BookCallback {
+            phone: Some(CALLER.into()),
+            preferred_time: Some("Tomorrow after 5".into()),
+        }]
+    );
+    h.writer.flush().await;
+    let tasks = h
+        .store
+        .list_tasks(crm::PageRequest::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(tasks.items.len(), 1, "{:?}", tasks.items);
+    let task = &tasks.items[0];
+    assert_eq!(task.kind, crm::TaskKind::Callback);
+    assert_eq!(task.status, crm::TaskStatus::Open);
+    assert_eq!(task.call_sid, CALL_SID);
+    assert_eq!(task.contact_phone.as_deref(), Some(CALLER));
+    assert_eq!(task.preferred_time.as_deref(), Some("Tomorrow after 5"));
+    assert_eq!(task.text, "Tomorrow after 5", "the caller's words");
+}

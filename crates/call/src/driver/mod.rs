@@ -5,7 +5,8 @@
 //! engine, then drains every engine action and event, releases the audio the [`Pacer`] says is
 //! due, and writes the resulting messages to the socket. Nothing on the media path takes a
 //! lock or waits on the database: CRM writes are queued, the contact lookup runs in its own
-//! task, TTS and the responder run as streams polled by the loop.
+//! task, TTS and the responder run as streams polled by the loop, and the recording is fed
+//! through a bounded queue to its own encoder thread (a full queue drops and counts chunks).
 
 mod deps;
 mod pacer;
