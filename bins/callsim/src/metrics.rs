@@ -1,16 +1,21 @@
-//! Fixed-size latency histograms (mergeable across calls) and percentile summaries.
+//! Fixed-size log-linear latency histograms (mergeable across calls) and percentile summaries.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-/// 10 µs buckets below 1 ms, 100 µs buckets up to 100 ms, one overflow bucket.
-const FINE_BUCKETS: usize = 100;
-const COARSE_BUCKETS: usize = 990;
-const BUCKETS: usize = FINE_BUCKETS + COARSE_BUCKETS + 1;
+/// Values below this many µs get a bucket each.
+const EXACT_BELOW: u64 = 32;
+/// Sub-buckets per power of two above that (relative resolution 1/32, about 3 %).
+const SUB_BUCKETS: u64 = 32;
+/// Largest power of two tracked (2^40 µs is about 12.7 days); larger values share the last bucket.
+const MAX_EXPONENT: u64 = 40;
+/// Exact buckets, 32 per power of two from 2^5 to 2^39, and one overflow bucket.
+const BUCKETS: usize = (EXACT_BELOW + (MAX_EXPONENT - 5) * SUB_BUCKETS + 1) as usize;
 
-/// A latency histogram with 10 µs resolution below 1 ms and 100 µs up to 100 ms; larger values
-/// share one bucket (their maximum is kept exactly).
+/// A log-linear latency histogram in µs: exact below 32 µs, then 32 buckets per power of two
+/// (about 3 % relative resolution) up to days; the exact maximum is kept as well. Histograms
+/// of many calls merge by adding counts.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     counts: Box<[u32; BUCKETS]>,
@@ -40,22 +45,28 @@ impl Default for Histogram {
 }
 
 fn bucket_of(us: u64) -> usize {
-    if us < 1_000 {
-        (us / 10) as usize
-    } else if us < 100_000 {
-        FINE_BUCKETS + ((us - 1_000) / 100) as usize
-    } else {
-        BUCKETS - 1
+    if us < EXACT_BELOW {
+        return us as usize;
     }
+    // us >= 32, so the exponent is at least 5.
+    let exponent = u64::from(63 - us.leading_zeros()).min(MAX_EXPONENT);
+    if exponent == MAX_EXPONENT {
+        return BUCKETS - 1;
+    }
+    let shift = exponent - 5;
+    let sub = (us >> shift) - SUB_BUCKETS;
+    (EXACT_BELOW + (exponent - 5) * SUB_BUCKETS + sub) as usize
 }
 
-/// Upper bound of bucket `index` in µs.
+/// Exclusive upper bound of bucket `index` in µs.
 fn bucket_ceiling(index: usize) -> u64 {
-    if index < FINE_BUCKETS {
-        (index as u64 + 1) * 10
-    } else {
-        1_000 + (index - FINE_BUCKETS + 1) as u64 * 100
+    let index = index as u64;
+    if index < EXACT_BELOW {
+        return index + 1;
     }
+    let exponent = 5 + (index - EXACT_BELOW) / SUB_BUCKETS;
+    let sub = (index - EXACT_BELOW) % SUB_BUCKETS;
+    (SUB_BUCKETS + sub + 1) << (exponent - 5)
 }
 
 impl Histogram {
@@ -159,24 +170,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_follow_the_bucket_resolution() {
+    fn buckets_are_contiguous_and_three_percent_wide() {
+        let mut previous_ceiling = 0;
+        for index in 0..BUCKETS - 1 {
+            let ceiling = bucket_ceiling(index);
+            assert!(ceiling > previous_ceiling);
+            // The value just below a ceiling lands in that bucket, the ceiling in the next one.
+            assert_eq!(bucket_of(ceiling - 1), index);
+            assert_eq!(bucket_of(ceiling), index + 1);
+            previous_ceiling = ceiling;
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+        assert_eq!(bucket_ceiling(bucket_of(500_000)), 507_904);
+    }
+
+    #[test]
+    fn quantiles_report_the_bucket_bound_within_three_percent() {
         let mut histogram = Histogram::default();
         for us in 1..=1000u64 {
             histogram.record(Duration::from_micros(us * 10));
         }
-        // Values 10 µs .. 10 ms; quantiles report the bound of the value's bucket: the median
-        // (5.0 ms) lies in [5.0, 5.1) ms, the 99th percentile (9.9 ms) in [9.9, 10.0) ms.
-        assert_eq!(histogram.quantile(0.5), Some(Duration::from_micros(5_100)));
-        assert_eq!(
-            histogram.quantile(0.99),
-            Some(Duration::from_micros(10_000))
-        );
+        // Values 10 µs .. 10 ms: the median (5.0 ms) and the 99th percentile (9.9 ms).
+        let p50 = histogram.quantile(0.5).unwrap().as_micros() as f64;
+        assert!((5_000.0..=5_000.0 * 1.032).contains(&p50), "{p50}");
+        let p99 = histogram.quantile(0.99).unwrap().as_micros() as f64;
+        assert!((9_900.0..=9_900.0 * 1.032).contains(&p99), "{p99}");
         assert_eq!(histogram.quantile(1.0), Some(Duration::from_micros(10_000)));
-        assert_eq!(histogram.quantile(0.001), Some(Duration::from_micros(20)));
+        assert_eq!(histogram.quantile(0.001), Some(Duration::from_micros(11)));
     }
 
     #[test]
-    fn overflow_keeps_the_exact_maximum_and_merge_adds() {
+    fn long_latencies_keep_their_resolution() {
+        let mut histogram = Histogram::default();
+        for ms in [480u64, 500, 520, 560, 900] {
+            histogram.record(Duration::from_millis(ms));
+        }
+        let p50 = histogram.quantile(0.5).unwrap().as_millis();
+        assert!((520..=536).contains(&p50), "{p50}");
+        assert_eq!(histogram.quantile(1.0), Some(Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn merge_adds_counts_and_keeps_the_maximum() {
         let mut a = Histogram::default();
         a.record(Duration::from_millis(250));
         let mut b = Histogram::default();
@@ -184,7 +219,7 @@ mod tests {
         b.merge(&a);
         assert_eq!(b.count(), 2);
         assert_eq!(b.quantile(1.0), Some(Duration::from_millis(250)));
-        assert_eq!(b.quantile(0.5), Some(Duration::from_micros(10)));
+        assert_eq!(b.quantile(0.5), Some(Duration::from_micros(4)));
         assert_eq!(Histogram::default().summary().p50_ms, None);
     }
 }
