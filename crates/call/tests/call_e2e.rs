@@ -465,6 +465,17 @@ async fn a_caller_hanging_up_without_stop_ends_the_call_cleanly_and_it_is_record
             .iter()
             .any(|t| t.speaker == crm::Speaker::Caller && t.text == "What are your opening hours?")
     );
+    // The audio up to the hang-up is recorded and referenced too.
+    let recording = detail
+        .recording
+        .expect("a recording for a call without stop");
+    let decoded = decode_recording(&std::fs::read(&recording.path).unwrap());
+    assert!(
+        decoded.duration_ms.abs_diff(summary.duration_ms) <= 250,
+        "recording {} ms, call {} ms",
+        decoded.duration_ms,
+        summary.duration_ms
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
