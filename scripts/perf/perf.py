@@ -241,6 +241,13 @@ def usage_cell(usage, per_call=True):
     return cell
 
 
+def busy_cell(report):
+    busy, other = report.get("machine_busy_percent"), report.get("other_processes_percent")
+    if busy is None:
+        return "-"
+    return f"{busy:.0f} % ({other:.0f} %)"
+
+
 def render_load(reports, stopped_because, args):
     lines = []
     if not reports:
@@ -268,8 +275,9 @@ def render_load(reports, stopped_because, args):
     lines.append("")
     lines.append("| calls | placed | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
                  "barge-in p95 ms | pacing p50 / p99 / max ms | late / dropped frames | agent jitter p99 ms | "
-                 "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | load avg before | targets missed |")
-    lines.append("|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | machine busy (other processes) | "
+                 "load avg before | targets missed |")
+    lines.append("|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         g, t, b, p, j = r["greeting"], r["turn_latency"], r["barge_in_latency"], r["pacing"], r["agent_frame_jitter"]
         crmd = r.get("server")
@@ -279,7 +287,8 @@ def render_load(reports, stopped_because, args):
             f"{ms(g['p50_ms'])} / {ms(g['p95_ms'])} | {ms(t['p50_ms'])} / {ms(t['p95_ms'])} | {ms(b['p95_ms'])} | "
             f"{ms(p['p50_ms'])} / {ms(p['p99_ms'])} / {ms(p['max_ms'])} | {r['frames_late']} / {r['frames_dropped']} | "
             f"{ms(j['p99_ms'])} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
-            f"{usage_cell(r.get('simulator'), False)} | {r.get('load_average_before', '-').split(' ')[0]} | "
+            f"{usage_cell(r.get('simulator'), False)} | {busy_cell(r)} | "
+            f"{r.get('load_average_before', '-').split(' ')[0]} | "
             f"{'; '.join(r.get('targets_missed', [])) or 'none'} |")
     lines.append("")
     if stopped_because:
@@ -302,7 +311,10 @@ def render_load(reports, stopped_because, args):
                  "*pacing* = lateness of each caller frame against its 20 ms slot (simulator side); *agent "
                  "jitter* = lateness of agent frames against the reply's real-time schedule; CPU is % of one "
                  "core averaged over the steady window (all calls started + 2 s, to the end); RSS/call = (peak "
-                 "in the window - before the first call) / calls. Full JSON reports: `target/perf/load-N.json`.")
+                 "in the window - before the first call) / calls; *machine busy* = all CPU time used on the machine "
+                 "in % of one core (200 % = both cores), *other processes* = the part not used by crmd, the "
+                 "stand-in or the simulator (other work sharing the machine). Full JSON reports: "
+                 "`target/perf/load-N.json`.")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError, SubProtocolError};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::session::{CallIdentity, CallPlan, CallReport, CallerSession, Ending, Outbound};
 use crate::twiml::{ConnectStream, TwimlError, parse_connect_stream};
@@ -21,6 +22,8 @@ pub const TWILIO_SUBPROTOCOL: &str = "audio.twilio.com";
 pub const INCOMING_CALL_PATH: &str = "/webhook/incoming_call";
 /// How long the caller waits for the server's close frame after its own.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Read and write buffer of the simulator's WebSocket (a few agent messages).
+const WS_BUFFER_BYTES: usize = 8 * 1024;
 /// Beyond the plan's duration, a call is cut off after this much more time.
 const CALL_SLACK: Duration = Duration::from_secs(30);
 
@@ -385,7 +388,12 @@ pub async fn connect_media_stream(
     {
         request.headers_mut().insert("X-Twilio-Signature", value);
     }
-    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
+    // Media Streams messages are ~300 bytes: small buffers keep a load run's memory per call low
+    // (tungstenite's default reserves 128 KiB for reading per socket).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let (socket, response) = match tokio::time::timeout(timeout, connect).await {
         Err(_) => return Err(failed(format!("no 101 within {timeout:?}"))),
         Ok(Err(WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(

@@ -169,6 +169,11 @@ pub struct LoadReport {
     pub standin: Option<ProcessUsage>,
     /// This simulator.
     pub simulator: Option<ProcessUsage>,
+    /// Whole machine busy over the steady window, in % of one core (200 % = both of 2 cores).
+    pub machine_busy_percent: Option<f64>,
+    /// Busy time not spent in the server, the stand-in or the simulator (other work on the
+    /// machine), in % of one core.
+    pub other_processes_percent: Option<f64>,
 }
 
 /// The conversation loop of one load call: listen to the greeting, then turns of "say, listen
@@ -200,6 +205,7 @@ struct Samples {
     server: Vec<ProcSample>,
     standin: Vec<ProcSample>,
     simulator: Vec<ProcSample>,
+    machine: Vec<(Instant, u64, u64)>,
     live: Vec<(Instant, u32)>,
 }
 
@@ -284,6 +290,9 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 }
                 if let Ok(sample) = procstat::sample(self_pid) {
                     samples.simulator.push(sample);
+                }
+                if let Ok(sample) = procstat::sample_machine() {
+                    samples.machine.push(sample);
                 }
                 samples
                     .live
@@ -382,6 +391,8 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         server: None,
         standin: None,
         simulator: None,
+        machine_busy_percent: None,
+        other_processes_percent: None,
     };
     for task in tasks {
         let outcomes = match task.await {
@@ -502,5 +513,24 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         calls,
         ticks_per_second,
     );
+    let machine: Vec<&(Instant, u64, u64)> = samples
+        .machine
+        .iter()
+        .filter(|(at, _, _)| *at >= window.0 && *at <= window.1)
+        .collect();
+    if let (Some(first), Some(last)) = (machine.first(), machine.last()) {
+        let seconds = last.0.saturating_duration_since(first.0).as_secs_f64();
+        if seconds > 0.0 {
+            let busy = last.1.saturating_sub(first.1) as f64 / ticks_per_second as f64;
+            let busy_percent = busy / seconds * 100.0;
+            report.machine_busy_percent = Some(busy_percent);
+            let ours: f64 = [&report.server, &report.standin, &report.simulator]
+                .into_iter()
+                .flatten()
+                .map(|u| u.cpu_percent)
+                .sum();
+            report.other_processes_percent = Some((busy_percent - ours).max(0.0));
+        }
+    }
     report
 }

@@ -341,6 +341,12 @@ fn print_load_report(r: &LoadReport) {
         None => println!("{name:<10} (not sampled)"),
     };
     println!("over the steady window of {:.1} s:", r.steady_window_s);
+    if let (Some(busy), Some(other)) = (r.machine_busy_percent, r.other_processes_percent) {
+        println!(
+            "machine    busy {busy:.1} % of a core ({} cores), of which other processes {other:.1} %",
+            r.machine.cpus
+        );
+    }
     usage("server", &r.server);
     usage("stand-in", &r.standin);
     usage("simulator", &r.simulator);

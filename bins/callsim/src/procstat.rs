@@ -79,6 +79,38 @@ pub fn sample(pid: u32) -> std::io::Result<ProcSample> {
     })
 }
 
+/// Machine-wide CPU time from the first line of `/proc/stat`, in clock ticks:
+/// `(busy, total)` where busy excludes idle and iowait.
+#[must_use]
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = values.iter().sum();
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Reads machine-wide CPU ticks now (see [`parse_machine_ticks`]).
+///
+/// # Errors
+/// The I/O error, or `InvalidData` when `/proc/stat` has an unexpected format.
+pub fn sample_machine() -> std::io::Result<(Instant, u64, u64)> {
+    let at = Instant::now();
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let (busy, total) = parse_machine_ticks(&stat).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "/proc/stat has an unexpected format",
+        )
+    })?;
+    Ok((at, busy, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +127,14 @@ mod tests {
         let status = "Name:\tcrmd\nVmPeak:\t  9000 kB\nVmRSS:\t   51200 kB\nThreads:\t3\n";
         assert_eq!(parse_rss_kib(status), Some(51_200));
         assert_eq!(parse_rss_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn machine_ticks_exclude_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((160, 980)));
+        assert_eq!(parse_machine_ticks("intr 1 2"), None);
+        assert!(sample_machine().is_ok());
     }
 
     #[test]
