@@ -4,19 +4,25 @@
 //!
 //! Two ways to use it:
 //! - [`CallRecorder`]: synchronous; the caller owns it and decides where the encoding runs.
-//! - [`RecordingTask`]: the recorder on a blocking thread fed by a bounded queue, so the audio
-//!   loop only does a `try_send`. When the encoder falls behind, chunks are dropped and counted
-//!   (a gap in the recording) rather than delaying the call's audio.
+//! - [`RecordingTask`]: the recorder handed to a [`RecordingPool`], a fixed set of encoder
+//!   threads (one per core by default) each owning many calls' recorders. A call's chunks
+//!   always go to the same worker, in order, so the audio loop only does a non-blocking send.
+//!   Each call and each worker has a bounded backlog: when the encoder falls behind, chunks
+//!   are dropped and counted (a gap in the recording) rather than delaying the call's audio
+//!   or growing memory. A call costs no thread of its own, so 5,000 calls record on 2 threads.
 //!
 //! Files are written as `<dir>/<CallSid>.ogg.part` and renamed to `<CallSid>.ogg` by `finish`,
 //! so a finished name always means a complete Ogg stream; a crash leaves a playable `.part`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use mulaw::ogg::StereoCallRecorder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::CrmError;
 use crate::model::NewRecording;
@@ -134,12 +140,158 @@ fn encode_error(err: mulaw::Error) -> CrmError {
     CrmError::RecordingEncode(err.to_string())
 }
 
-/// One instruction for the recording thread.
+/// Chunks (20 ms frames of either side) one pool worker holds before it drops new ones:
+/// about 2.6 s of backlog for 500 calls on that worker, 13 MB at most.
+pub const WORKER_QUEUE_CHUNKS: usize = 65_536;
+
+/// One instruction for a pool worker.
+enum Job {
+    Start(u64, Box<CallRecorder>, Arc<AtomicUsize>),
+    Caller(u64, u64, Vec<u8>),
+    Agent(u64, u64, Vec<u8>),
+    Finish(u64, i64, oneshot::Sender<Result<NewRecording, CrmError>>),
+    /// The task was dropped without `finish`: close the file, report nothing.
+    Abandon(u64),
+}
+
+/// The sending side of one encoder worker.
 #[derive(Debug)]
-enum Command {
-    Caller(u64, Vec<u8>),
-    Agent(u64, Vec<u8>),
-    Finish(i64, oneshot::Sender<Result<NewRecording, CrmError>>),
+struct WorkerHandle {
+    jobs: mpsc::Sender<Job>,
+    /// Audio chunks sent and not yet encoded (the worker's backlog).
+    queued_chunks: Arc<AtomicUsize>,
+    /// Recordings open on this worker (new calls go to the least busy worker).
+    open_recordings: Arc<AtomicUsize>,
+}
+
+/// A fixed set of encoder threads shared by every call's recording.
+///
+/// Each worker is an OS thread (not one of tokio's blocking threads) owning the recorders
+/// of the calls routed to it. Dropping the pool lets the workers finish every open file and
+/// exit once the last [`RecordingTask`] is gone.
+#[derive(Debug)]
+pub struct RecordingPool {
+    workers: Vec<WorkerHandle>,
+    next_recording_id: AtomicU64,
+}
+
+impl RecordingPool {
+    /// Starts `workers` encoder threads (at least one).
+    ///
+    /// # Errors
+    /// [`CrmError::RecordingEncode`] if the OS refuses to start a thread.
+    pub fn new(workers: usize) -> Result<RecordingPool, CrmError> {
+        let workers = (0..workers.max(1))
+            .map(|index| {
+                let (jobs, rx) = mpsc::channel();
+                let queued_chunks = Arc::new(AtomicUsize::new(0));
+                let open_recordings = Arc::new(AtomicUsize::new(0));
+                let worker = EncoderWorker {
+                    recordings: HashMap::new(),
+                    queued_chunks: queued_chunks.clone(),
+                    open_recordings: open_recordings.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("recording-{index}"))
+                    .spawn(move || worker.run(&rx))
+                    .map_err(|e| {
+                        CrmError::RecordingEncode(format!(
+                            "could not start a recording encoder thread ({e}); \
+                             raise the process thread limit or set RECORDINGS_DIR empty"
+                        ))
+                    })?;
+                Ok(WorkerHandle {
+                    jobs,
+                    queued_chunks,
+                    open_recordings,
+                })
+            })
+            .collect::<Result<Vec<_>, CrmError>>()?;
+        Ok(RecordingPool {
+            workers,
+            next_recording_id: AtomicU64::new(0),
+        })
+    }
+
+    /// The process-wide pool [`RecordingTask::start`] uses: one worker per available core,
+    /// started on first use.
+    ///
+    /// # Errors
+    /// [`CrmError::RecordingEncode`] if the threads could not be started (retried next call).
+    pub fn shared() -> Result<&'static RecordingPool, CrmError> {
+        static SHARED: OnceLock<RecordingPool> = OnceLock::new();
+        if let Some(pool) = SHARED.get() {
+            return Ok(pool);
+        }
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let pool = RecordingPool::new(workers)?;
+        // A racing first call may have won; its pool is used and ours is dropped (its idle
+        // threads exit when their channels close).
+        Ok(SHARED.get_or_init(|| pool))
+    }
+
+    /// Encoder threads in the pool.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Recordings open across all workers.
+    #[must_use]
+    pub fn open_recordings(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|w| w.open_recordings.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Creates `<dir>/<call_sid>.ogg.part` and hands its recorder to the least busy worker.
+    /// `queue_chunks` bounds this call's backlog (one 20 ms frame of one side is one chunk;
+    /// 1,000 = 10 s of both sides).
+    ///
+    /// # Errors
+    /// As [`CallRecorder::create`]; [`CrmError::RecordingEncode`] if the worker is gone.
+    pub fn start(
+        &self,
+        dir: &Path,
+        call_sid: &str,
+        queue_chunks: usize,
+    ) -> Result<RecordingTask, CrmError> {
+        let recorder = CallRecorder::create(dir, call_sid)?;
+        let (index, worker) = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.open_recordings.load(Ordering::Relaxed))
+            .ok_or_else(worker_gone)?;
+        let id = self.next_recording_id.fetch_add(1, Ordering::Relaxed);
+        let call_queued = Arc::new(AtomicUsize::new(0));
+        worker.open_recordings.fetch_add(1, Ordering::Relaxed);
+        let start = Job::Start(id, Box::new(recorder), call_queued.clone());
+        if worker.jobs.send(start).is_err() {
+            worker.open_recordings.fetch_sub(1, Ordering::Relaxed);
+            return Err(worker_gone());
+        }
+        tracing::debug!(
+            call_sid,
+            worker = index,
+            "recording on the shared encoder pool"
+        );
+        Ok(RecordingTask {
+            id,
+            jobs: worker.jobs.clone(),
+            worker_queued: worker.queued_chunks.clone(),
+            call_queued,
+            queue_chunks: queue_chunks.max(1),
+            stats: RecordingStats::default(),
+            call_sid: call_sid.to_owned(),
+            finished: false,
+        })
+    }
+}
+
+fn worker_gone() -> CrmError {
+    CrmError::RecordingEncode("recording encoder thread ended unexpectedly".to_owned())
 }
 
 /// Counters of a [`RecordingTask`].
@@ -149,50 +301,87 @@ pub struct RecordingStats {
     pub dropped_chunks: u64,
 }
 
-/// A [`CallRecorder`] running on a blocking thread, fed through a bounded queue. Dropping the
+/// One call's recording on a [`RecordingPool`] worker. Pushing never blocks. Dropping the
 /// task without [`RecordingTask::finish`] still finishes the file (it is just not reported).
 #[derive(Debug)]
 pub struct RecordingTask {
-    tx: mpsc::Sender<Command>,
+    id: u64,
+    jobs: mpsc::Sender<Job>,
+    worker_queued: Arc<AtomicUsize>,
+    /// This call's chunks sent and not yet encoded; the worker decrements it.
+    call_queued: Arc<AtomicUsize>,
+    queue_chunks: usize,
     stats: RecordingStats,
     call_sid: String,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Start(id, ..) => write!(f, "Start({id})"),
+            Job::Caller(id, ts, audio) => write!(f, "Caller({id}, {ts}, {} bytes)", audio.len()),
+            Job::Agent(id, ts, audio) => write!(f, "Agent({id}, {ts}, {} bytes)", audio.len()),
+            Job::Finish(id, at_ms, _) => write!(f, "Finish({id}, {at_ms})"),
+            Job::Abandon(id) => write!(f, "Abandon({id})"),
+        }
+    }
 }
 
 impl RecordingTask {
-    /// Creates the file and starts the recording thread with room for `queue_chunks` chunks
-    /// (one 20 ms media frame is one chunk; 500 = 10 s of slack). Needs a tokio runtime.
+    /// Creates the file and hands it to the shared pool ([`RecordingPool::shared`]) with
+    /// room for `queue_chunks` chunks of this call (one 20 ms media frame is one chunk).
+    ///
+    /// # Errors
+    /// As [`RecordingPool::start`].
     pub fn start(
         dir: &Path,
         call_sid: &str,
         queue_chunks: usize,
     ) -> Result<RecordingTask, CrmError> {
-        let recorder = CallRecorder::create(dir, call_sid)?;
-        let (tx, rx) = mpsc::channel::<Command>(queue_chunks.max(1));
-        tokio::task::spawn_blocking(move || run_recording(recorder, rx));
-        Ok(RecordingTask {
-            tx,
-            stats: RecordingStats::default(),
-            call_sid: call_sid.to_owned(),
-        })
+        RecordingPool::shared()?.start(dir, call_sid, queue_chunks)
     }
 
     /// Queues caller audio without waiting; a full queue drops the chunk (counted).
     pub fn push_caller(&mut self, timestamp_ms: u64, mulaw: &[u8]) {
-        self.push(Command::Caller(timestamp_ms, mulaw.to_vec()));
+        if self.admit() {
+            self.send_chunk(Job::Caller(self.id, timestamp_ms, mulaw.to_vec()));
+        }
     }
 
     /// Queues agent audio without waiting; a full queue drops the chunk (counted).
     pub fn push_agent(&mut self, timestamp_ms: u64, mulaw: &[u8]) {
-        self.push(Command::Agent(timestamp_ms, mulaw.to_vec()));
+        if self.admit() {
+            self.send_chunk(Job::Agent(self.id, timestamp_ms, mulaw.to_vec()));
+        }
     }
 
-    fn push(&mut self, command: Command) {
-        if self.tx.try_send(command).is_err() {
+    /// Reserves a place in this call's and its worker's backlog, or counts a drop.
+    fn admit(&mut self) -> bool {
+        let call_full = self.call_queued.load(Ordering::Relaxed) >= self.queue_chunks;
+        let worker_full =
+            !call_full && self.worker_queued.fetch_add(1, Ordering::Relaxed) >= WORKER_QUEUE_CHUNKS;
+        if worker_full {
+            self.worker_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        if call_full || worker_full {
             self.stats.dropped_chunks += 1;
             if self.stats.dropped_chunks.is_power_of_two() {
                 tracing::warn!(call_sid = %self.call_sid, dropped = self.stats.dropped_chunks,
                     "call recording is behind; audio chunks dropped from the recording");
             }
+            return false;
+        }
+        self.call_queued.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn send_chunk(&mut self, job: Job) {
+        // A send error means the worker is gone: undo the reservation and count the drop.
+        if self.jobs.send(job).is_err() {
+            self.call_queued.fetch_sub(1, Ordering::Relaxed);
+            self.worker_queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped_chunks += 1;
         }
     }
 
@@ -202,43 +391,178 @@ impl RecordingTask {
         self.stats
     }
 
-    /// Waits for the encoder to drain the queue, finishes the file and describes it.
-    pub async fn finish(self, at_ms: i64) -> Result<NewRecording, CrmError> {
+    /// Waits for the worker to encode this call's backlog, finishes the file and describes it.
+    ///
+    /// # Errors
+    /// The first encoding or file error of the call, or [`CrmError::RecordingEncode`] if the
+    /// worker is gone.
+    pub async fn finish(mut self, at_ms: i64) -> Result<NewRecording, CrmError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || CrmError::RecordingEncode("recording thread ended unexpectedly".to_owned());
-        self.tx
-            .send(Command::Finish(at_ms, reply))
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.finished = true;
+        self.jobs
+            .send(Job::Finish(self.id, at_ms, reply))
+            .map_err(|_| worker_gone())?;
+        answer.await.map_err(|_| worker_gone())?
     }
 }
 
-fn run_recording(mut recorder: CallRecorder, mut rx: mpsc::Receiver<Command>) {
-    let mut failure: Option<CrmError> = None;
-    while let Some(command) = rx.blocking_recv() {
-        let pushed = match command {
-            // After a failure the rest of the audio is ignored; `finish` reports the failure.
-            Command::Caller(..) | Command::Agent(..) if failure.is_some() => Ok(()),
-            Command::Caller(ts, audio) => recorder.push_caller(ts, &audio),
-            Command::Agent(ts, audio) => recorder.push_agent(ts, &audio),
-            Command::Finish(at_ms, reply) => {
-                let finished = recorder.finish(at_ms);
-                let _ = reply.send(match failure {
-                    Some(e) => Err(e),
-                    None => finished,
-                });
-                return;
-            }
-        };
-        if let Err(e) = pushed {
-            tracing::error!(call_sid = %recorder.call_sid, error = %e, "call recording failed; rest of the call not recorded");
-            failure = Some(e);
+impl Drop for RecordingTask {
+    fn drop(&mut self) {
+        if !self.finished {
+            // If the worker is gone there is nothing left to close.
+            let _ = self.jobs.send(Job::Abandon(self.id));
         }
     }
-    // Every handle is gone without `finish`: close the file properly anyway.
+}
+
+/// A recorder and its call's backlog counter, owned by a worker.
+struct OpenRecording {
+    recorder: CallRecorder,
+    call_queued: Arc<AtomicUsize>,
+    failure: Option<CrmError>,
+}
+
+/// The state of one encoder thread: every recording routed to it.
+struct EncoderWorker {
+    recordings: HashMap<u64, OpenRecording>,
+    queued_chunks: Arc<AtomicUsize>,
+    open_recordings: Arc<AtomicUsize>,
+}
+
+impl EncoderWorker {
+    fn run(mut self, jobs: &mpsc::Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            self.handle_job(job);
+        }
+        // The pool and every task are gone: close whatever is still open.
+        for (_, open) in self.recordings.drain() {
+            close_abandoned(open.recorder);
+        }
+    }
+
+    fn handle_job(&mut self, job: Job) {
+        match job {
+            Job::Start(id, recorder, call_queued) => {
+                self.recordings.insert(
+                    id,
+                    OpenRecording {
+                        recorder: *recorder,
+                        call_queued,
+                        failure: None,
+                    },
+                );
+            }
+            Job::Caller(id, ts, audio) => self.encode_chunk(id, |r| r.push_caller(ts, &audio)),
+            Job::Agent(id, ts, audio) => self.encode_chunk(id, |r| r.push_agent(ts, &audio)),
+            Job::Finish(id, at_ms, reply) => {
+                let finished = match self.close(id) {
+                    Some(OpenRecording {
+                        failure: Some(e), ..
+                    }) => Err(e),
+                    Some(open) => open.recorder.finish(at_ms),
+                    None => Err(worker_gone()),
+                };
+                // The caller may have stopped waiting (call torn down): nothing to report to.
+                let _ = reply.send(finished);
+            }
+            Job::Abandon(id) => {
+                if let Some(open) = self.close(id) {
+                    close_abandoned(open.recorder);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, id: u64) -> Option<OpenRecording> {
+        let open = self.recordings.remove(&id)?;
+        self.open_recordings.fetch_sub(1, Ordering::Relaxed);
+        Some(open)
+    }
+
+    fn encode_chunk(
+        &mut self,
+        id: u64,
+        encode: impl FnOnce(&mut CallRecorder) -> Result<(), CrmError>,
+    ) {
+        self.queued_chunks.fetch_sub(1, Ordering::Relaxed);
+        let Some(open) = self.recordings.get_mut(&id) else {
+            return;
+        };
+        open.call_queued.fetch_sub(1, Ordering::Relaxed);
+        // After a failure the rest of the audio is ignored; `finish` reports the failure.
+        if open.failure.is_some() {
+            return;
+        }
+        if let Err(e) = encode(&mut open.recorder) {
+            tracing::error!(call_sid = %open.recorder.call_sid, error = %e,
+                "call recording failed; rest of the call not recorded");
+            open.failure = Some(e);
+        }
+    }
+}
+
+fn close_abandoned(recorder: CallRecorder) {
     let call_sid = recorder.call_sid.clone();
     if let Err(e) = recorder.finish(0) {
         tracing::error!(call_sid = %call_sid, error = %e, "could not finish an abandoned call recording");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task wired to a channel nobody serves: the encoder is "stuck".
+    fn stuck_task(queue_chunks: usize) -> (RecordingTask, mpsc::Receiver<Job>, Arc<AtomicUsize>) {
+        let (jobs, rx) = mpsc::channel();
+        let worker_queued = Arc::new(AtomicUsize::new(0));
+        let task = RecordingTask {
+            id: 1,
+            jobs,
+            worker_queued: worker_queued.clone(),
+            call_queued: Arc::new(AtomicUsize::new(0)),
+            queue_chunks,
+            stats: RecordingStats::default(),
+            call_sid: "CA_STUCK".to_owned(),
+            finished: false,
+        };
+        (task, rx, worker_queued)
+    }
+
+    #[test]
+    fn a_full_call_queue_drops_and_counts_without_blocking() {
+        let (mut task, rx, worker_queued) = stuck_task(3);
+        for n in 0..5 {
+            task.push_caller(n * 20, &[0xFF; 160]);
+        }
+        assert_eq!(task.stats().dropped_chunks, 2);
+        assert_eq!(
+            rx.try_iter().count(),
+            3,
+            "only the admitted chunks were sent"
+        );
+        assert_eq!(worker_queued.load(Ordering::Relaxed), 3);
+        // The encoder catching up (the worker decrements the counters) makes room again.
+        task.call_queued.store(0, Ordering::Relaxed);
+        task.push_agent(100, &[0xFF; 160]);
+        assert_eq!(task.stats().dropped_chunks, 2);
+    }
+
+    #[test]
+    fn a_full_worker_queue_drops_every_call_on_it() {
+        let (mut task, rx, worker_queued) = stuck_task(1_000);
+        worker_queued.store(WORKER_QUEUE_CHUNKS, Ordering::Relaxed);
+        task.push_caller(0, &[0xFF; 160]);
+        assert_eq!(task.stats().dropped_chunks, 1);
+        assert_eq!(worker_queued.load(Ordering::Relaxed), WORKER_QUEUE_CHUNKS);
+        assert_eq!(task.call_queued.load(Ordering::Relaxed), 0);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_dropped_task_asks_its_worker_to_close_the_file() {
+        let (task, rx, _) = stuck_task(10);
+        drop(task);
+        assert!(matches!(rx.try_recv(), Ok(Job::Abandon(1))));
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use crm::recording::{CallRecorder, RecordingTask};
+use crm::recording::{CallRecorder, RecordingPool, RecordingTask};
 
 /// 20 ms of a 440 Hz tone (mu-law), starting at sample `offset`.
 fn tone_frame(offset: usize, freq: f64) -> Vec<u8> {
@@ -101,4 +101,99 @@ fn bad_call_sid_cannot_escape_the_directory() {
         let err = CallRecorder::create(dir.path(), bad).unwrap_err();
         assert_eq!(err.http_status(), 400, "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn many_calls_share_a_small_encoder_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = RecordingPool::new(2).unwrap();
+    assert_eq!(pool.workers(), 2);
+    let calls = 40;
+    let mut tasks: Vec<_> = (0..calls)
+        .map(|n| {
+            pool.start(dir.path(), &format!("CA_POOL{n}"), 1_000)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pool.open_recordings(), calls);
+    // One second of every call, frames of all calls interleaved as live calls would send them.
+    for frame in 0..50u64 {
+        for (n, task) in tasks.iter_mut().enumerate() {
+            let caller_hz = 200.0 + 10.0 * n as f64;
+            task.push_caller(frame * 20, &tone_frame(frame as usize * 160, caller_hz));
+            task.push_agent(frame * 20, &tone_frame(frame as usize * 160, 900.0));
+        }
+    }
+    let mut finished = Vec::new();
+    for task in tasks {
+        assert_eq!(task.stats().dropped_chunks, 0);
+        finished.push(task.finish(7).await.unwrap());
+    }
+    for (n, new) in finished.iter().enumerate() {
+        assert_eq!(new.call_sid, format!("CA_POOL{n}"));
+        assert_eq!(new.duration_ms, Some(1_000), "{new:?}");
+        assert_eq!(new.at_ms, 7);
+        assert_ogg_opus(&std::fs::read(&new.path).unwrap());
+    }
+    assert_eq!(pool.open_recordings(), 0, "every recorder released");
+}
+
+#[tokio::test]
+async fn recording_on_the_pool_keeps_caller_and_agent_on_their_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = RecordingPool::new(1).unwrap();
+    let mut task = pool.start(dir.path(), "CA_CHANNELS", 1_000).unwrap();
+    // Caller speaks during the first second, the agent during the second.
+    for frame in 0..100u64 {
+        let tone = tone_frame(frame as usize * 160, 440.0);
+        let silence = vec![0xFF_u8; 160];
+        let (caller, agent) = if frame < 50 {
+            (&tone, &silence)
+        } else {
+            (&silence, &tone)
+        };
+        task.push_caller(frame * 20, caller);
+        task.push_agent(frame * 20, agent);
+    }
+    let new = task.finish(1).await.unwrap();
+    let pcm = decode_stereo(&std::fs::read(&new.path).unwrap());
+    let energy = |range: std::ops::Range<usize>, channel: usize| -> f64 {
+        range
+            .map(|i| f64::from(pcm[2 * i + channel]).powi(2))
+            .sum::<f64>()
+    };
+    // 8 kHz frames; skip 100 ms around the switch for the codec's smoothing.
+    let (first, second) = (800..7_200, 8_800..15_200);
+    assert!(energy(first.clone(), 0) > 100.0 * energy(first.clone(), 1).max(1.0));
+    assert!(energy(second.clone(), 1) > 100.0 * energy(second, 0).max(1.0));
+}
+
+/// Decodes the Opus packets of an Ogg file (one logical stream) to interleaved 8 kHz stereo,
+/// dropping the pre-skip.
+fn decode_stereo(bytes: &[u8]) -> Vec<i16> {
+    let mut decoder = mulaw::opus::OpusFrameDecoder::new(8000, 2).unwrap();
+    let mut packets = Vec::new();
+    let mut pos = 0;
+    let mut partial = Vec::new();
+    while pos + 27 <= bytes.len() {
+        assert_eq!(&bytes[pos..pos + 4], b"OggS");
+        let segments = usize::from(bytes[pos + 26]);
+        let lacing = &bytes[pos + 27..pos + 27 + segments];
+        let mut body = pos + 27 + segments;
+        for &len in lacing {
+            partial.extend_from_slice(&bytes[body..body + usize::from(len)]);
+            body += usize::from(len);
+            if len < 255 {
+                packets.push(std::mem::take(&mut partial));
+            }
+        }
+        pos = body;
+    }
+    let head = &packets[0];
+    let pre_skip_48k = usize::from(u16::from_le_bytes([head[10], head[11]]));
+    let mut pcm = Vec::new();
+    for packet in &packets[2..] {
+        pcm.extend_from_slice(decoder.decode_frame(packet).unwrap());
+    }
+    pcm.split_off(2 * (pre_skip_48k / 6))
 }
