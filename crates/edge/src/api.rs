@@ -378,6 +378,37 @@ pub async fn list_messages(
     Ok(Json(store(&state)?.list_messages(&phone, page).await?))
 }
 
+/// `GET /api/tasks?status=open|done&limit=&cursor=`: follow-up tasks from calls (messages left,
+/// callbacks booked), newest first; every status when `status` is absent.
+pub async fn list_tasks(
+    _token: ApiToken,
+    State(state): State<EdgeState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<crm::Page<crm::Task>>, ApiError> {
+    let params = QueryParams::parse(query.as_deref(), &accepted(&["status"]))?;
+    let page = params.page()?;
+    let status = params
+        .get("status")
+        .map(crm::TaskStatus::parse)
+        .transpose()?;
+    Ok(Json(store(&state)?.list_tasks(page, status).await?))
+}
+
+/// `POST /api/tasks/{id}/done`: marks a task handled and answers the updated task. Repeating
+/// it is harmless (the task stays done).
+pub async fn mark_task_done(
+    _token: ApiToken,
+    State(state): State<EdgeState>,
+    Path(id): Path<String>,
+) -> Result<Json<crm::Task>, ApiError> {
+    let id = positive_id("task id", &id)?;
+    Ok(Json(
+        store(&state)?
+            .set_task_status(id, crm::TaskStatus::Done)
+            .await?,
+    ))
+}
+
 /// `GET /api/calls/{call_sid}/recording`: the call's Ogg Opus file, streamed from disk, with
 /// `Range` (seeking in an `<audio>` element), `HEAD` and `If-Modified-Since` support.
 pub async fn get_recording(

@@ -181,6 +181,8 @@ pub fn routes() -> Router<EdgeState> {
         .route("/api/calls/{call_sid}", get(api::get_call))
         .route("/api/calls/{call_sid}/recording", get(api::get_recording))
         .route("/api/messages", get(api::list_messages))
+        .route("/api/tasks", get(api::list_tasks))
+        .route("/api/tasks/{id}/done", post(api::mark_task_done))
         .fallback(handlers::not_found)
 }
 

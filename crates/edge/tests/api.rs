@@ -1,13 +1,13 @@
 //! The CRM read API against the real edge and a real SQLite file: bearer token (503 when unset,
 //! 401 when wrong), pagination with `cursor`/`before`, call filters, a call with its transcript,
-//! messages of a contact, the Ogg Opus recording streamed from its file, and clear 4xx answers
-//! for bad ids and filters.
+//! messages of a contact, the Ogg Opus recording streamed from its file, follow-up tasks listed
+//! by status and marked done, and clear 4xx answers for bad ids and filters.
 #![allow(clippy::unwrap_used)]
 
 mod api_support;
 
 use api_support::{API_TOKEN, Edge, TestDatabase, client, fast_policy};
-use crm::{NewCall, NewTurn, Speaker};
+use crm::{NewCall, NewTask, NewTurn, Speaker, TaskKind};
 use serde_json::Value;
 
 async fn get(edge: &Edge, path: &str) -> (u16, Value) {
@@ -48,6 +48,7 @@ async fn the_api_is_never_open_and_checks_the_bearer_token(data: &TestDatabase) 
         "/api/calls/CA1",
         "/api/calls/CA1/recording",
         "/api/messages?contact=%2B972501234567",
+        "/api/tasks",
     ] {
         let res = client().get(closed.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 503, "{path}");
@@ -438,10 +439,125 @@ async fn recording_is_streamed_as_ogg_from_its_file(data: &TestDatabase) {
     edge.shut_down().await;
 }
 
+async fn post(edge: &Edge, path: &str) -> (u16, Value) {
+    let res = client()
+        .post(edge.url(path))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn tasks_are_listed_by_status_and_marked_done(data: &TestDatabase) {
+    let edge = api_edge(data).await;
+    edge.store
+        .record_incoming_call(&new_call("CA_TASKS", "+972501234567", "completed", 1_000))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (seq, kind, text) in [
+        (0, TaskKind::Message, "the boiler is leaking"),
+        (1, TaskKind::Message, "bring the invoice"),
+        (0, TaskKind::Callback, "call me back about the quote"),
+    ] {
+        let task = edge
+            .store
+            .record_task(&NewTask {
+                call_sid: "CA_TASKS".to_owned(),
+                seq,
+                contact_phone: Some("+972501234567".to_owned()),
+                kind,
+                text: text.to_owned(),
+                preferred_time: (kind == TaskKind::Callback).then(|| "after 5pm".to_owned()),
+                at_ms: 2_000 + seq,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(task.id);
+    }
+    let texts = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Newest first, paged with the cursor like every list.
+    let (status, page1) = get(&edge, "/api/tasks?status=open&limit=2").await;
+    assert_eq!(status, 200, "{page1}");
+    assert_eq!(
+        texts(&page1),
+        ["call me back about the quote", "bring the invoice"]
+    );
+    assert_eq!(page1["items"][0]["kind"], "callback");
+    assert_eq!(page1["items"][0]["preferred_time"], "after 5pm");
+    assert_eq!(page1["items"][0]["status"], "open");
+    assert_eq!(page1["items"][0]["call_sid"], "CA_TASKS");
+    let cursor = page1["next_cursor"].as_i64().unwrap();
+    let (_, page2) = get(&edge, &format!("/api/tasks?status=open&cursor={cursor}")).await;
+    assert_eq!(texts(&page2), ["the boiler is leaking"]);
+    assert_eq!(page2["next_cursor"], Value::Null);
+
+    // Done moves a task from the open list to the done list; repeating it changes nothing.
+    for _ in 0..2 {
+        let (status, done) = post(&edge, &format!("/api/tasks/{}/done", ids[0])).await;
+        assert_eq!(status, 200, "{done}");
+        assert_eq!(done["id"], ids[0]);
+        assert_eq!(done["status"], "done");
+        assert_eq!(done["text"], "the boiler is leaking");
+    }
+    let (_, open) = get(&edge, "/api/tasks?status=open").await;
+    assert_eq!(
+        texts(&open),
+        ["call me back about the quote", "bring the invoice"]
+    );
+    let (_, done) = get(&edge, "/api/tasks?status=done").await;
+    assert_eq!(texts(&done), ["the boiler is leaking"]);
+    let (_, all) = get(&edge, "/api/tasks").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+
+    // The token is needed to change a task too, and bad input is a clear 4xx.
+    let res = client()
+        .post(edge.url(&format!("/api/tasks/{}/done", ids[1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let (_, open) = get(&edge, "/api/tasks?status=open").await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 2, "unchanged");
+    for (path, status, needle) in [
+        ("/api/tasks?status=closed", 400, "invalid status"),
+        ("/api/tasks?stauts=open", 400, "unknown parameter `stauts`"),
+        ("/api/tasks?limit=0", 400, "invalid limit"),
+    ] {
+        let (got, body) = get(&edge, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    for (path, status, needle) in [
+        ("/api/tasks/999999/done", 404, "task 999999 not found"),
+        ("/api/tasks/abc/done", 400, "invalid task id"),
+        ("/api/tasks/0/done", 400, "invalid task id"),
+    ] {
+        let (got, body) = post(&edge, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    edge.shut_down().await;
+}
+
 on_both_backends!(
     the_api_is_never_open_and_checks_the_bearer_token,
     contacts_page_with_cursor_and_before_and_refuse_bad_input,
     calls_filter_and_page_and_show_their_transcript,
     messages_of_a_contact_need_a_valid_known_number,
     recording_is_streamed_as_ogg_from_its_file,
+    tasks_are_listed_by_status_and_marked_done,
 );
