@@ -1,0 +1,33 @@
+#!/bin/sh
+# One load step against binaries in BIN_DIR, for before/after comparisons of a change:
+#   scripts/perf/ab.sh BIN_DIR CALLS LABEL
+# BIN_DIR holds release builds of crmd, callsim and speech-standin (e.g. a patched crmd next to
+# the usual tools). Starts a fresh stand-in and crmd on free loopback ports, runs
+# `callsim load --calls CALLS --ramp 8 --duration 25 --barge-in-every 2 --redial`, stops both
+# (by pid) and prints one summary line; the JSON report stays in target/perf/ab/LABEL-CALLS/.
+set -eu
+BIN=$1; N=$2; LABEL=$3
+cd "$(dirname "$0")/../.."
+D=$PWD/target/perf/ab/$LABEL-$N; rm -rf "$D"; mkdir -p "$D"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+SP=$(free_port); CP=$(free_port)
+"$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 > "$D/standin.log" 2>&1 &
+SPID=$!
+sleep 0.5
+PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \
+  GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info \
+  "$BIN/crmd" > "$D/crmd.log" 2>&1 &
+CPID=$!
+trap 'kill $CPID $SPID 2>/dev/null || true' EXIT
+sleep 1.5
+TWILIO_AUTH_TOKEN=t "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp 8 \
+  --duration 25 --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial --json > "$D/load.json"
+python3 - "$D/load.json" "$LABEL" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["server"]
+print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call), RSS %.1f KiB/call"
+      % (s["cpu_percent"], s["cpu_percent_per_call"], s["rss_per_call_kib"]),
+      "| pacing p99", r["pacing"]["p99_ms"], "ms, agent jitter p99", r["agent_frame_jitter"]["p99_ms"],
+      "ms, barge-in p95", r["barge_in_latency"]["p95_ms"], "ms, turn p50", r["turn_latency"]["p50_ms"],
+      "ms | machine busy %.0f %% (other %.0f %%)" % (r["machine_busy_percent"] or 0, r["other_processes_percent"] or 0))
+PY
