@@ -706,3 +706,83 @@ pub fn call_plan(steps: Vec<crate::steps::Step>) -> CallPlan {
         max_duration: total + Duration::from_secs(1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_http_targets_are_accepted() {
+        assert_eq!(
+            Target::parse("http://127.0.0.1:8080").unwrap().authority(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            Target::parse("http://localhost:1/x").unwrap().authority(),
+            "localhost:1"
+        );
+        assert_eq!(
+            Target::parse("http://[::1]:9").unwrap().authority(),
+            "[::1]:9"
+        );
+        assert_eq!(
+            Target::parse("http://127.9.9.9").unwrap().authority(),
+            "127.9.9.9"
+        );
+        assert!(matches!(
+            Target::parse("http://example.com:8080"),
+            Err(CallError::TargetNotLocal { .. })
+        ));
+        assert!(matches!(
+            Target::parse("http://10.0.0.1"),
+            Err(CallError::TargetNotLocal { .. })
+        ));
+        assert!(matches!(
+            Target::parse("https://127.0.0.1"),
+            Err(CallError::InvalidTarget { .. })
+        ));
+        assert!(matches!(
+            Target::parse("http://127.0.0.1:port"),
+            Err(CallError::InvalidTarget { .. })
+        ));
+        assert!(matches!(
+            Target::parse("http://user@127.0.0.1"),
+            Err(CallError::InvalidTarget { .. })
+        ));
+    }
+
+    #[test]
+    fn public_urls_map_to_the_target_like_a_tls_proxy() {
+        let target = Target::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            target.local_equivalent("wss://ai-crmd.example/ws/twilio-media"),
+            "ws://127.0.0.1:8080/ws/twilio-media"
+        );
+        assert_eq!(
+            target.local_equivalent("https://ai-crmd.example/webhook/stream_status"),
+            "http://127.0.0.1:8080/webhook/stream_status"
+        );
+        let mut options = CallOptions::new(target);
+        assert_eq!(
+            options.public_url(INCOMING_CALL_PATH),
+            "https://127.0.0.1:8080/webhook/incoming_call"
+        );
+        options.public_base_url = Some("https://crmd.example.com/".to_owned());
+        assert_eq!(
+            options.public_url(INCOMING_CALL_PATH),
+            "https://crmd.example.com/webhook/incoming_call"
+        );
+        options.auth_token = Some("secret-token".to_owned());
+        assert!(!format!("{options:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn sids_look_like_twilios_and_do_not_repeat() {
+        let a = new_sid("CA");
+        let b = new_sid("CA");
+        assert_eq!(a.len(), 34);
+        assert!(a.starts_with("CA") && a[2..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_eq!(new_identity().account_sid.len(), 34);
+    }
+}

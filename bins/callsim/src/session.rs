@@ -440,11 +440,9 @@ impl CallerSession {
     }
 
     /// When the driver must call [`Self::poll_transmit`] next (`None`: only after an input).
+    /// Meaningful once [`Self::poll_transmit`] has been drained to `None`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outbox.is_empty() {
-            return self.started_at;
-        }
         [
             self.next_frame_due,
             self.pending_marks.front().map(|(_, due)| *due),
