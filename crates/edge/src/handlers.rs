@@ -262,7 +262,7 @@ pub async fn stream_ended(
 }
 
 /// Read buffer of a media WebSocket (see `media_stream_upgrade`).
-const MEDIA_READ_BUFFER_BYTES: usize = 4 * 1024;
+const MEDIA_READ_BUFFER_BYTES: usize = 1024;
 
 /// `GET /ws/twilio-media`: upgrades (echoing `audio.twilio.com` when offered, accepting a client
 /// that offers none) and hands the socket to the configured [`crate::MediaStreamHandler`].
@@ -275,8 +275,9 @@ pub async fn media_stream_upgrade(
     // Twilio's messages are a few hundred bytes; 1 MiB bounds what any client can make us buffer.
     // tungstenite zero-fills the free part of its read buffer (up to `read_buffer_size`) before
     // every socket read: at the 128 KiB default that memset was 84 % of crmd's instructions per
-    // call (callgrind, one call) and 128 KiB of RSS per call. 4 KiB still takes a dozen media
-    // messages per read; a larger frame grows the buffer as needed.
+    // call (callgrind, one call) and 128 KiB of RSS per call; at 4 KiB it was still 12 %. 1 KiB
+    // holds two or three media messages (about 350 bytes each, and a live call has one waiting
+    // at a time); a larger frame grows the buffer as needed.
     let ws = ws
         .read_buffer_size(MEDIA_READ_BUFFER_BYTES)
         .protocols([TWILIO_SUBPROTOCOL])
