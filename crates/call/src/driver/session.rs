@@ -434,8 +434,22 @@ impl Session {
         S: Stream<Item = Result<WsIn, TransportError>> + Sink<WsOut> + Unpin + Send,
         <S as Sink<WsOut>>::Error: Display,
     {
+        // One timer for the whole call, moved only when the next deadline changes: a fresh
+        // `sleep_until` per loop turn registered and dropped a timer-wheel entry for every
+        // socket message (callgrind: timer handling was the driver's largest own cost).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed_for: Option<Instant> = None;
         while self.end.is_none() {
             let wake = self.next_wake();
+            if wake != armed_for {
+                if let Some(deadline) = wake {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                }
+                armed_for = wake;
+            }
             tokio::select! {
                 message = socket.next() => {
                     let at = now();
@@ -456,7 +470,7 @@ impl Session {
                     }
                 }
                 result = hangup_result(&mut self.hangup_task) => self.handle_hangup_result(now(), result),
-                () = sleep_until_or_forever(wake) => self.handle_timers(now()),
+                () = &mut timer, if armed_for.is_some() => self.handle_timers(now()),
             }
             let at = now();
             self.drain(at);
@@ -1574,11 +1588,4 @@ async fn load_contact(
         None => None,
     };
     ContactInfo { phone, name }
-}
-
-async fn sleep_until_or_forever(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
-        None => std::future::pending().await,
-    }
 }
