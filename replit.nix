@@ -1,4 +1,4 @@
-# System packages for building crmd on Replit: a Rust toolchain (edition 2024 needs Rust >= 1.88),
+# System packages for building crmd on Replit: a Rust toolchain (the workspace needs Rust >= 1.89),
 # pkg-config and libopus (call recordings are Ogg/Opus).
 { pkgs }: {
   deps = [
