@@ -6,7 +6,8 @@
 //! - [`CallRecorder`]: synchronous; the caller owns it and decides where the encoding runs.
 //! - [`RecordingTask`]: the recorder handed to a [`RecordingPool`], a fixed set of encoder
 //!   threads (one per core by default) each owning many calls' recorders. A call's chunks
-//!   always go to the same worker, in order, so the audio loop only does a non-blocking send.
+//!   always go to the same worker, in order, in batches of [`RECORDING_BATCH_CHUNKS`]; the
+//!   audio loop only copies the frame and, once per batch, does a non-blocking send.
 //!   Each call and each worker has a bounded backlog: when the encoder falls behind, chunks
 //!   are dropped and counted (a gap in the recording) rather than delaying the call's audio
 //!   or growing memory. A call costs no thread of its own, so 5,000 calls record on 2 threads.
@@ -144,11 +145,22 @@ fn encode_error(err: mulaw::Error) -> CrmError {
 /// about 2.6 s of backlog for 500 calls on that worker, 13 MB at most.
 pub const WORKER_QUEUE_CHUNKS: usize = 65_536;
 
+/// Chunks a task collects before handing them to its worker in one message (200 ms of both
+/// sides): one worker wake-up per batch instead of one per 20 ms frame.
+pub const RECORDING_BATCH_CHUNKS: usize = 20;
+
+/// One side's audio at its timestamp.
+#[derive(Debug)]
+struct Chunk {
+    agent: bool,
+    timestamp_ms: u64,
+    mulaw: Vec<u8>,
+}
+
 /// One instruction for a pool worker.
 enum Job {
     Start(u64, Box<CallRecorder>, Arc<AtomicUsize>),
-    Caller(u64, u64, Vec<u8>),
-    Agent(u64, u64, Vec<u8>),
+    Chunks(u64, Vec<Chunk>),
     Finish(u64, i64, oneshot::Sender<Result<NewRecording, CrmError>>),
     /// The task was dropped without `finish`: close the file, report nothing.
     Abandon(u64),
@@ -282,6 +294,7 @@ impl RecordingPool {
             jobs: worker.jobs.clone(),
             worker_queued: worker.queued_chunks.clone(),
             call_queued,
+            batch: Vec::new(),
             queue_chunks: queue_chunks.max(1),
             stats: RecordingStats::default(),
             call_sid: call_sid.to_owned(),
@@ -308,8 +321,11 @@ pub struct RecordingTask {
     id: u64,
     jobs: mpsc::Sender<Job>,
     worker_queued: Arc<AtomicUsize>,
-    /// This call's chunks sent and not yet encoded; the worker decrements it.
+    /// This call's chunks admitted (collected or sent) and not yet encoded; the worker
+    /// decrements it.
     call_queued: Arc<AtomicUsize>,
+    /// Chunks collected for the next [`Job::Chunks`].
+    batch: Vec<Chunk>,
     queue_chunks: usize,
     stats: RecordingStats,
     call_sid: String,
@@ -320,8 +336,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Start(id, ..) => write!(f, "Start({id})"),
-            Job::Caller(id, ts, audio) => write!(f, "Caller({id}, {ts}, {} bytes)", audio.len()),
-            Job::Agent(id, ts, audio) => write!(f, "Agent({id}, {ts}, {} bytes)", audio.len()),
+            Job::Chunks(id, chunks) => write!(f, "Chunks({id}, {} chunks)", chunks.len()),
             Job::Finish(id, at_ms, _) => write!(f, "Finish({id}, {at_ms})"),
             Job::Abandon(id) => write!(f, "Abandon({id})"),
         }
@@ -344,15 +359,28 @@ impl RecordingTask {
 
     /// Queues caller audio without waiting; a full queue drops the chunk (counted).
     pub fn push_caller(&mut self, timestamp_ms: u64, mulaw: &[u8]) {
-        if self.admit() {
-            self.send_chunk(Job::Caller(self.id, timestamp_ms, mulaw.to_vec()));
-        }
+        self.push(false, timestamp_ms, mulaw);
     }
 
     /// Queues agent audio without waiting; a full queue drops the chunk (counted).
     pub fn push_agent(&mut self, timestamp_ms: u64, mulaw: &[u8]) {
-        if self.admit() {
-            self.send_chunk(Job::Agent(self.id, timestamp_ms, mulaw.to_vec()));
+        self.push(true, timestamp_ms, mulaw);
+    }
+
+    fn push(&mut self, agent: bool, timestamp_ms: u64, mulaw: &[u8]) {
+        if !self.admit() {
+            return;
+        }
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(RECORDING_BATCH_CHUNKS);
+        }
+        self.batch.push(Chunk {
+            agent,
+            timestamp_ms,
+            mulaw: mulaw.to_vec(),
+        });
+        if self.batch.len() >= RECORDING_BATCH_CHUNKS {
+            self.send_batch();
         }
     }
 
@@ -376,12 +404,18 @@ impl RecordingTask {
         true
     }
 
-    fn send_chunk(&mut self, job: Job) {
-        // A send error means the worker is gone: undo the reservation and count the drop.
-        if self.jobs.send(job).is_err() {
-            self.call_queued.fetch_sub(1, Ordering::Relaxed);
-            self.worker_queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.dropped_chunks += 1;
+    /// Hands the collected chunks to the worker.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let chunks = std::mem::take(&mut self.batch);
+        let count = chunks.len();
+        // A send error means the worker is gone: undo the reservations and count the drops.
+        if self.jobs.send(Job::Chunks(self.id, chunks)).is_err() {
+            self.call_queued.fetch_sub(count, Ordering::Relaxed);
+            self.worker_queued.fetch_sub(count, Ordering::Relaxed);
+            self.stats.dropped_chunks += count as u64;
         }
     }
 
@@ -398,6 +432,7 @@ impl RecordingTask {
     /// worker is gone.
     pub async fn finish(mut self, at_ms: i64) -> Result<NewRecording, CrmError> {
         let (reply, answer) = oneshot::channel();
+        self.send_batch();
         self.finished = true;
         self.jobs
             .send(Job::Finish(self.id, at_ms, reply))
@@ -409,6 +444,7 @@ impl RecordingTask {
 impl Drop for RecordingTask {
     fn drop(&mut self) {
         if !self.finished {
+            self.send_batch();
             // If the worker is gone there is nothing left to close.
             let _ = self.jobs.send(Job::Abandon(self.id));
         }
@@ -452,8 +488,11 @@ impl EncoderWorker {
                     },
                 );
             }
-            Job::Caller(id, ts, audio) => self.encode_chunk(id, |r| r.push_caller(ts, &audio)),
-            Job::Agent(id, ts, audio) => self.encode_chunk(id, |r| r.push_agent(ts, &audio)),
+            Job::Chunks(id, chunks) => {
+                for chunk in chunks {
+                    self.encode_chunk(id, &chunk);
+                }
+            }
             Job::Finish(id, at_ms, reply) => {
                 let finished = match self.close(id) {
                     Some(OpenRecording {
@@ -479,11 +518,7 @@ impl EncoderWorker {
         Some(open)
     }
 
-    fn encode_chunk(
-        &mut self,
-        id: u64,
-        encode: impl FnOnce(&mut CallRecorder) -> Result<(), CrmError>,
-    ) {
+    fn encode_chunk(&mut self, id: u64, chunk: &Chunk) {
         self.queued_chunks.fetch_sub(1, Ordering::Relaxed);
         let Some(open) = self.recordings.get_mut(&id) else {
             return;
@@ -493,7 +528,12 @@ impl EncoderWorker {
         if open.failure.is_some() {
             return;
         }
-        if let Err(e) = encode(&mut open.recorder) {
+        let encoded = if chunk.agent {
+            open.recorder.push_agent(chunk.timestamp_ms, &chunk.mulaw)
+        } else {
+            open.recorder.push_caller(chunk.timestamp_ms, &chunk.mulaw)
+        };
+        if let Err(e) = encoded {
             tracing::error!(call_sid = %open.recorder.call_sid, error = %e,
                 "call recording failed; rest of the call not recorded");
             open.failure = Some(e);
@@ -521,6 +561,7 @@ mod tests {
             jobs,
             worker_queued: worker_queued.clone(),
             call_queued: Arc::new(AtomicUsize::new(0)),
+            batch: Vec::new(),
             queue_chunks,
             stats: RecordingStats::default(),
             call_sid: "CA_STUCK".to_owned(),
@@ -536,12 +577,16 @@ mod tests {
             task.push_caller(n * 20, &[0xFF; 160]);
         }
         assert_eq!(task.stats().dropped_chunks, 2);
-        assert_eq!(
-            rx.try_iter().count(),
-            3,
-            "only the admitted chunks were sent"
-        );
         assert_eq!(worker_queued.load(Ordering::Relaxed), 3);
+        assert!(rx.try_recv().is_err(), "collected until a batch is full");
+        task.send_batch();
+        match rx.try_recv() {
+            Ok(Job::Chunks(1, chunks)) => {
+                let stamps: Vec<u64> = chunks.iter().map(|c| c.timestamp_ms).collect();
+                assert_eq!(stamps, [0, 20, 40], "only the admitted chunks, in order");
+            }
+            other => panic!("expected the admitted chunks, got {other:?}"),
+        }
         // The encoder catching up (the worker decrements the counters) makes room again.
         task.call_queued.store(0, Ordering::Relaxed);
         task.push_agent(100, &[0xFF; 160]);
@@ -560,9 +605,25 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_task_asks_its_worker_to_close_the_file() {
-        let (task, rx, _) = stuck_task(10);
+    fn a_full_batch_goes_to_the_worker_in_one_message() {
+        let (mut task, rx, _) = stuck_task(1_000);
+        for n in 0..RECORDING_BATCH_CHUNKS as u64 {
+            task.push_caller(n * 20, &[0xFF; 160]);
+        }
+        assert!(
+            matches!(rx.try_recv(), Ok(Job::Chunks(1, chunks)) if chunks.len() == RECORDING_BATCH_CHUNKS)
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_dropped_task_hands_over_its_audio_and_asks_to_close_the_file() {
+        let (mut task, rx, _) = stuck_task(10);
+        task.push_agent(0, &[0xFF; 160]);
         drop(task);
+        assert!(
+            matches!(rx.try_recv(), Ok(Job::Chunks(1, chunks)) if chunks.len() == 1 && chunks[0].agent)
+        );
         assert!(matches!(rx.try_recv(), Ok(Job::Abandon(1))));
     }
 }
