@@ -60,7 +60,9 @@ pub struct SttConfig {
     pub batch_ms: u32,
     /// Age at which a stream is replaced by a fresh one; must stay below Google's ~305 s limit.
     pub rotate_after: Duration,
-    /// At most this much unconfirmed audio is kept for replay on a new stream.
+    /// At most this much unconfirmed audio is kept for replay on a new stream. The buffer fills
+    /// to this limit whenever no final arrives (a silent line), so it is memory per call:
+    /// 10 s = 80 KB of mu-law, longer than any utterance a caller finishes without a final.
     pub replay_limit: Duration,
     /// First reconnect delay after a transient error; doubles per consecutive failure.
     pub reconnect_backoff_initial: Duration,
@@ -82,7 +84,7 @@ impl Default for SttConfig {
             phrase_hints: Vec::new(),
             batch_ms: 100,
             rotate_after: Duration::from_secs(290),
-            replay_limit: Duration::from_secs(30),
+            replay_limit: Duration::from_secs(10),
             reconnect_backoff_initial: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(2),
             max_reconnect_attempts: 6,
