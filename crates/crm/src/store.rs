@@ -260,20 +260,16 @@ impl Store {
     /// Contacts, newest first.
     pub async fn list_contacts(&self, page: PageRequest) -> Result<Page<Contact>, CrmError> {
         let page = page.validated()?;
-        let mut binds = Vec::new();
-        let mut conditions = Vec::new();
-        if let Some(cursor) = page.cursor {
-            binds.push(Bind::Int(cursor));
-            conditions.push(format!("id < ${}", binds.len()));
-        }
-        let rows = self
-            .fetch_page_rows("contacts", CONTACT_COLUMNS, conditions, binds, page.limit)
-            .await?;
-        let items = rows
-            .iter()
-            .map(contact_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(make_page(items, page.limit, |c| c.id))
+        self.fetch_page(
+            "contacts",
+            CONTACT_COLUMNS,
+            page,
+            Vec::new(),
+            Vec::new(),
+            contact_from_row,
+            |c| c.id,
+        )
+        .await
     }
 
     // -------------------------------------------------------------------------------- calls
@@ -500,22 +496,20 @@ impl Store {
         let page = page.validated()?;
         let mut binds = Vec::new();
         let mut conditions = Vec::new();
-        if let Some(cursor) = page.cursor {
-            binds.push(Bind::Int(cursor));
-            conditions.push(format!("id < ${}", binds.len()));
-        }
         if let Some(status) = status {
             binds.push(Bind::Text(status.as_str().to_owned()));
             conditions.push(format!("status = ${}", binds.len()));
         }
-        let rows = self
-            .fetch_page_rows("tasks", TASK_COLUMNS, conditions, binds, page.limit)
-            .await?;
-        let items = rows
-            .iter()
-            .map(task_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(make_page(items, page.limit, |t| t.id))
+        self.fetch_page(
+            "tasks",
+            TASK_COLUMNS,
+            page,
+            conditions,
+            binds,
+            task_from_row,
+            |t| t.id,
+        )
+        .await
     }
 
     /// Moves task `id` to `status` (setting the status it already has is harmless) and returns
@@ -606,9 +600,6 @@ impl Store {
             binds.push(bind);
             conditions.push(format!("{column_test} ${}", binds.len()));
         };
-        if let Some(cursor) = page.cursor {
-            push("id <", Bind::Int(cursor));
-        }
         if let Some(contact_id) = filter.contact_id {
             push("contact_id =", Bind::Int(contact_id));
         }
@@ -636,14 +627,16 @@ impl Store {
         {
             return Err(CrmError::invalid("since", "`since` is after `until`"));
         }
-        let rows = self
-            .fetch_page_rows("calls", CALL_COLUMNS, conditions, binds, page.limit)
-            .await?;
-        let items = rows
-            .iter()
-            .map(call_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(make_page(items, page.limit, |c| c.id))
+        self.fetch_page(
+            "calls",
+            CALL_COLUMNS,
+            page,
+            conditions,
+            binds,
+            call_from_row,
+            |c| c.id,
+        )
+        .await
     }
 
     /// The recording of a call, or [`CrmError::NotFound`].
@@ -704,20 +697,16 @@ impl Store {
                 what: "contact",
                 id: phone_e164.as_str().to_owned(),
             })?;
-        let mut binds = vec![Bind::Int(contact.id)];
-        let mut conditions = vec!["contact_id = $1".to_owned()];
-        if let Some(cursor) = page.cursor {
-            binds.push(Bind::Int(cursor));
-            conditions.push(format!("id < ${}", binds.len()));
-        }
-        let rows = self
-            .fetch_page_rows("messages", MESSAGE_COLUMNS, conditions, binds, page.limit)
-            .await?;
-        let items = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(make_page(items, page.limit, |m| m.id))
+        self.fetch_page(
+            "messages",
+            MESSAGE_COLUMNS,
+            page,
+            vec!["contact_id = $1".to_owned()],
+            vec![Bind::Int(contact.id)],
+            message_from_row,
+            |m| m.id,
+        )
+        .await
     }
 
     /// The message with this provider sid, if stored.
@@ -874,14 +863,25 @@ impl Store {
 
     // ------------------------------------------------------------------------------ helpers
 
-    async fn fetch_page_rows(
+    /// One page of `table`, newest first: `conditions` (with their `binds`, numbered `$1…` in
+    /// push order) plus the page's cursor, one extra row fetched to know whether a next page
+    /// exists, each row mapped by `from_row`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_page<T>(
         &self,
         table: &str,
         columns: &str,
-        conditions: Vec<String>,
+        page: PageRequest,
+        mut conditions: Vec<String>,
         mut binds: Vec<Bind>,
-        limit: u32,
-    ) -> Result<Vec<AnyRow>, CrmError> {
+        from_row: fn(&AnyRow) -> Result<T, CrmError>,
+        id_of: fn(&T) -> i64,
+    ) -> Result<Page<T>, CrmError> {
+        let limit = page.limit;
+        if let Some(cursor) = page.cursor {
+            binds.push(Bind::Int(cursor));
+            conditions.push(format!("id < ${}", binds.len()));
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
@@ -900,7 +900,9 @@ impl Store {
                 Bind::Text(v) => query.bind(v),
             };
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        let rows = query.fetch_all(&self.pool).await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(make_page(items, limit, id_of))
     }
 }
 
