@@ -67,6 +67,7 @@ async fn stt_gives_partials_then_the_scripted_final() {
     for frame in audio.chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     let mut partials = Vec::new();
     let final_event = loop {
         match tokio::time::timeout(BOUND, stream.next_event())
@@ -102,6 +103,7 @@ async fn stt_gives_partials_then_the_scripted_final() {
     for frame in utterance_audio("Thanks").chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     let second = loop {
         if let SttEvent::Final { text, .. } = tokio::time::timeout(BOUND, stream.next_event())
             .await

@@ -97,6 +97,7 @@ async fn config_goes_first_then_audio_in_100_ms_batches_and_results_come_back() 
     for frame in sent.chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     let partial = next_event(&mut stream).await;
     assert_eq!(
         partial,
@@ -160,11 +161,39 @@ async fn a_partial_batch_is_sent_once_the_batch_interval_passes() {
     for frame in sent.chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     let event = next_event(&mut stream).await;
     assert!(
         matches!(event, SttEvent::Final { result_end, .. } if result_end == Duration::from_millis(60))
     );
     assert_eq!(fake.recorded()[0].audio_request_sizes, vec![480]);
+}
+
+#[tokio::test]
+async fn queued_audio_older_than_a_batch_goes_out_with_the_next_frame() {
+    let script = SttScript {
+        final_every_bytes: Some(320),
+        ..SttScript::default()
+    };
+    let (fake, endpoint) = FakeSpeech::start(script).await;
+    let client = SttClient::new(config(endpoint), None).unwrap();
+    let mut stream = client.start("CA_stale");
+    let sent = test_audio(320);
+    stream.send_audio(&sent[..160]);
+    // No flush: the first frame waits on our side until the next one finds it a batch old.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        fake.recorded()
+            .first()
+            .is_none_or(|stream| stream.audio_request_sizes.is_empty()),
+        "less than a batch stays queued while no more audio comes"
+    );
+    stream.send_audio(&sent[160..]);
+    let event = next_event(&mut stream).await;
+    assert!(
+        matches!(event, SttEvent::Final { result_end, .. } if result_end == Duration::from_millis(40))
+    );
+    assert_eq!(fake.recorded()[0].audio_request_sizes, vec![320]);
 }
 
 #[tokio::test]
@@ -237,6 +266,7 @@ async fn unavailable_mid_stream_reopens_and_replays_unconfirmed_audio() {
     for frame in sent.chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     let events = events_until_final_at(&mut stream, Duration::from_millis(800)).await;
     assert!(
         events.iter().any(|event| matches!(event, SttEvent::StreamRestarted { reason } if reason.contains("Unavailable"))),
@@ -283,6 +313,7 @@ async fn a_refused_model_falls_back_to_the_default_model_once() {
     for frame in sent.chunks(160) {
         stream.send_audio(frame);
     }
+    stream.flush_audio();
     assert_eq!(
         next_event(&mut stream).await,
         SttEvent::ModelFallback {
@@ -381,9 +412,11 @@ async fn closing_a_session_ends_its_grpc_stream_and_no_other() {
     let client = SttClient::new(config(endpoint), None).unwrap();
     let mut closing = client.start("CA_close");
     closing.send_audio(&test_audio(800));
+    closing.flush_audio();
     events_until_final_at(&mut closing, Duration::from_millis(100)).await;
     let mut staying = client.start("CA_stay");
     staying.send_audio(&test_audio(800));
+    staying.flush_audio();
     events_until_final_at(&mut staying, Duration::from_millis(100)).await;
     assert_eq!(fake.recorded().len(), 2);
 
@@ -395,6 +428,7 @@ async fn closing_a_session_ends_its_grpc_stream_and_no_other() {
     );
     // The other session is unaffected and keeps recognizing.
     staying.send_audio(&test_audio(800));
+    staying.flush_audio();
     let event = next_event(&mut staying).await;
     assert!(
         matches!(event, SttEvent::Final { result_end, .. } if result_end == Duration::from_millis(200))

@@ -385,6 +385,7 @@ async fn hangup_result(
 impl Session {
     fn new(deps: Arc<CallDeps>, engine: TurnEngine) -> Self {
         let lead = deps.settings.playout_lead;
+        let media_chunk = deps.settings.media_chunk;
         let next_ping_at = now() + deps.settings.keepalive_interval;
         Session {
             deps,
@@ -400,7 +401,7 @@ impl Session {
             stt_failures: 0,
             reply: None,
             synth: VecDeque::new(),
-            pacer: Pacer::new(lead),
+            pacer: Pacer::new(lead).with_chunk(media_chunk),
             outbox: VecDeque::new(),
             immediate: VecDeque::new(),
             contact: ContactInfo::default(),
@@ -564,7 +565,7 @@ impl Session {
                 if let Some(recording) = self.recording.as_mut() {
                     recording.push_caller(media.timestamp_ms, &media.payload);
                 }
-                if let Some(stt) = &self.stt {
+                if let Some(stt) = &mut self.stt {
                     stt.send_audio(&media.payload);
                 }
                 self.engine.handle_media_frame(at, &media.payload);
@@ -1322,7 +1323,9 @@ impl Session {
                 Outgoing::Media { turn, payload } => {
                     self.outbox
                         .push_back(WsOut::Text(media_json(&stream_sid, &payload)));
-                    self.summary.media_frames_out += 1;
+                    // Counted in 20 ms frames whatever the message size (MEDIA_OUT_CHUNK_MS).
+                    let frames = payload.len().div_ceil(mulaw::FRAME_BYTES) as u64;
+                    self.summary.media_frames_out += frames;
                     if self.recording.is_some() {
                         let plays_at = self.pacer.last_frame_plays_at().unwrap_or(at);
                         self.recording_agent_pending
@@ -1331,7 +1334,7 @@ impl Session {
                     let Some(record) = self.turns.get_mut(&turn.0) else {
                         continue;
                     };
-                    record.frames_sent += 1;
+                    record.frames_sent += frames;
                     record.bytes_sent += payload.len() as u64;
                     if !record.first_frame_sent {
                         record.first_frame_sent = true;
