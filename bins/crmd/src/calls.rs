@@ -166,6 +166,7 @@ pub fn build(
     deps.turn_config = turn_config;
     deps.events = Some(events.clone());
     deps.settings.responder_timeout = config.responder.llm_timeout;
+    deps.settings.media_chunk = Duration::from_millis(u64::from(config.turn.media_out_chunk_ms));
     deps.recordings_dir = config.recordings_dir.clone();
     // Reject bad timings now (exit 2), not on the first call.
     deps.engine_config()

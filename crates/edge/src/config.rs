@@ -210,6 +210,11 @@ pub struct TurnSettings {
     pub max_reprompts: u32,
     /// `PROTECT_GREETING` (default false): the greeting cannot be interrupted.
     pub protect_greeting: bool,
+    /// `MEDIA_OUT_CHUNK_MS` (default 20, a multiple of 20 up to 200): agent audio per outbound
+    /// `media` message. 20 ms is what Twilio sends us; 60-100 ms cuts the server's socket
+    /// writes (and Twilio's reads) 3-5x per call at no cost in barge-in latency (`clear`
+    /// drops whatever Twilio has queued).
+    pub media_out_chunk_ms: u32,
 }
 
 /// Responder settings.
@@ -750,7 +755,20 @@ fn turn_settings(vars: &Vars) -> Result<TurnSettings, ConfigError> {
         idle_ms: vars.number("IDLE_MS", 8000u32, 1000..=120_000)?,
         max_reprompts: vars.number("MAX_REPROMPTS", 2u32, 0..=10)?,
         protect_greeting: vars.boolean("PROTECT_GREETING", false)?,
+        media_out_chunk_ms: media_out_chunk_ms(vars)?,
     })
+}
+
+fn media_out_chunk_ms(vars: &Vars) -> Result<u32, ConfigError> {
+    const NAME: &str = "MEDIA_OUT_CHUNK_MS";
+    let chunk_ms = vars.number(NAME, 20u32, 20..=200)?;
+    if chunk_ms % 20 != 0 {
+        return Err(ConfigError::invalid(
+            NAME,
+            format!("{chunk_ms} must be a multiple of 20 (whole 20 ms frames)"),
+        ));
+    }
+    Ok(chunk_ms)
 }
 
 fn responder_settings(vars: &Vars) -> Result<ResponderSettings, ConfigError> {
@@ -878,6 +896,9 @@ mod tests {
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.deploy_id, None);
         assert_eq!(c.turn.eou_ms, 500);
+        assert_eq!(c.turn.media_out_chunk_ms, 20);
+        let chunked = Config::from_vars(vars(&[("MEDIA_OUT_CHUNK_MS", "100")])).unwrap();
+        assert_eq!(chunked.turn.media_out_chunk_ms, 100);
     }
 
     #[test]
@@ -886,6 +907,14 @@ mod tests {
         assert_eq!(error_variable(&[("PORT", "70000")]), "PORT");
         assert_eq!(error_variable(&[("EOU_MS", "299")]), "EOU_MS");
         assert_eq!(error_variable(&[("EOU_MS", "601")]), "EOU_MS");
+        assert_eq!(
+            error_variable(&[("MEDIA_OUT_CHUNK_MS", "50")]),
+            "MEDIA_OUT_CHUNK_MS"
+        );
+        assert_eq!(
+            error_variable(&[("MEDIA_OUT_CHUNK_MS", "220")]),
+            "MEDIA_OUT_CHUNK_MS"
+        );
         assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
         assert_eq!(
             error_variable(&[("DATABASE_URL", "mysql://x")]),

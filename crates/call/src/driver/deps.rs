@@ -19,6 +19,9 @@ pub struct CallSettings {
     /// Agent audio kept queued at Twilio ahead of playback (60-100 ms): bounds how much a
     /// `clear` has to drop and how late a barge-in silences us.
     pub playout_lead: Duration,
+    /// Agent audio per outbound `media` message (a multiple of 20 ms; 20 ms by default). Longer
+    /// messages mean fewer socket writes; a `clear` still drops everything Twilio has queued.
+    pub media_chunk: Duration,
     /// WebSocket ping interval (keeps proxies from closing an idle socket; pongs are logged).
     pub keepalive_interval: Duration,
     /// Longest wait for the responder's first text; then the script's fallback line is said.
@@ -38,6 +41,7 @@ impl Default for CallSettings {
     fn default() -> Self {
         CallSettings {
             playout_lead: Duration::from_millis(80),
+            media_chunk: Duration::from_millis(20),
             keepalive_interval: Duration::from_secs(20),
             responder_timeout: Duration::from_secs(5),
             history_turns: 12,

@@ -48,6 +48,8 @@ pub enum Outgoing {
 pub struct Pacer {
     queue: VecDeque<Outgoing>,
     lead: Duration,
+    /// Bytes of audio per [`Outgoing::Media`] (a whole number of 20 ms frames).
+    chunk_bytes: usize,
     run: Option<Run>,
     last_frame_plays_at: Option<Instant>,
 }
@@ -75,16 +77,28 @@ impl Pacer {
         Pacer {
             queue: VecDeque::new(),
             lead,
+            chunk_bytes: FRAME_BYTES,
             run: None,
             last_frame_plays_at: None,
         }
     }
 
-    /// Queue `audio` of `turn`, cut into 20 ms frames (no copy).
+    /// Send `chunk` of audio per message instead of 20 ms (rounded to whole 20 ms frames, at
+    /// least one). Each message is still due `lead` before its first sample plays, so Twilio
+    /// holds between `lead` and `lead + chunk` of our audio.
+    #[must_use]
+    pub fn with_chunk(mut self, chunk: Duration) -> Self {
+        let frames = (chunk.as_millis() / u128::from(mulaw::FRAME_MS)).max(1);
+        self.chunk_bytes = usize::try_from(frames).map_or(FRAME_BYTES, |f| f * FRAME_BYTES);
+        self
+    }
+
+    /// Queue `audio` of `turn`, cut into messages of the chunk size (20 ms unless
+    /// [`with_chunk`](Self::with_chunk) said otherwise; the last may be shorter). No copy.
     pub fn push_audio(&mut self, turn: TurnId, audio: &Bytes) {
         let mut offset = 0;
         while offset < audio.len() {
-            let end = (offset + FRAME_BYTES).min(audio.len());
+            let end = (offset + self.chunk_bytes).min(audio.len());
             self.queue.push_back(Outgoing::Media {
                 turn,
                 payload: audio.slice(offset..end),
@@ -220,6 +234,33 @@ mod tests {
         // Frames at offsets 0..=80 ms are due at once; then frame k at k*20 - 80 ms.
         let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![0, 0, 0, 0, 0, 20, 40, 60, 80, 100]);
+    }
+
+    #[test]
+    fn chunked_messages_carry_whole_frames_and_keep_the_schedule() {
+        let mut p = Pacer::new(Duration::from_millis(80)).with_chunk(Duration::from_millis(100));
+        p.push_audio(TurnId(1), &audio(250));
+        let start = Instant::now();
+        let mut now = start;
+        let mut sent = Vec::new();
+        while sent.len() < 3 {
+            while let Some(Outgoing::Media { payload, .. }) = p.poll_send(now) {
+                sent.push(((now - start).as_millis(), payload.len()));
+            }
+            match p.poll_timeout(now) {
+                Some(next) if next > now => now = next,
+                _ => break,
+            }
+        }
+        // 100 ms messages (the last one shorter), each due 80 ms before it starts playing.
+        assert_eq!(sent, vec![(0, 800), (20, 800), (120, 400)]);
+        // A chunk that is not a whole number of frames is rounded down to one.
+        let mut odd = Pacer::new(Duration::ZERO).with_chunk(Duration::from_millis(50));
+        odd.push_audio(TurnId(2), &audio(100));
+        let Some(Outgoing::Media { payload, .. }) = odd.poll_send(start) else {
+            panic!("the first message is due at once");
+        };
+        assert_eq!(payload.len(), 2 * FRAME_BYTES);
     }
 
     #[test]
