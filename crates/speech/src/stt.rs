@@ -60,9 +60,10 @@ pub struct SttConfig {
     pub batch_ms: u32,
     /// Age at which a stream is replaced by a fresh one; must stay below Google's ~305 s limit.
     pub rotate_after: Duration,
-    /// At most this much unconfirmed audio is kept for replay on a new stream. The buffer fills
-    /// to this limit whenever no final arrives (a silent line), so it is memory per call:
-    /// 10 s = 80 KB of mu-law, longer than any utterance a caller finishes without a final.
+    /// At most this much unconfirmed audio is kept for replay on a new stream: 10 s = 80 KB of
+    /// mu-law, longer than any utterance a caller finishes without a final. Quiet audio before
+    /// the caller speaks (a listening caller gets no final) is trimmed to a 1 s lead-in, so a
+    /// call holds about 8 KB while it listens and only grows while the caller talks.
     pub replay_limit: Duration,
     /// First reconnect delay after a transient error; doubles per consecutive failure.
     pub reconnect_backoff_initial: Duration,
@@ -397,7 +398,7 @@ impl SttSession {
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => return true,
                 audio = self.audio_rx.recv() => match audio {
-                    Some(audio) => ledger.handle_audio(Instant::now().into_std(), &audio),
+                    Some(audio) => ledger.handle_audio_bytes(Instant::now().into_std(), audio),
                     None => return false,
                 },
             }
@@ -430,7 +431,7 @@ impl SttSession {
             let timeout = ledger.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 audio = self.audio_rx.recv() => match audio {
-                    Some(audio) => ledger.handle_audio(Instant::now().into_std(), &audio),
+                    Some(audio) => ledger.handle_audio_bytes(Instant::now().into_std(), audio),
                     None => {
                         ledger.flush();
                         drain_requests(ledger, &request_tx);

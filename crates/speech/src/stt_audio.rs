@@ -19,6 +19,25 @@ pub(crate) fn bytes_to_duration(bytes: u64) -> Duration {
     Duration::from_micros(bytes * 1000 / MULAW_BYTES_PER_MS)
 }
 
+/// Quiet audio kept in front of the replay buffer: 1 s of lead-in before what the caller said.
+const QUIET_LEAD_IN_BYTES: usize = 8_000;
+
+/// Mean absolute level (linear 16-bit) below which a request counts as quiet: about -44 dBFS,
+/// under any speech and above digital silence and ordinary line hiss.
+const QUIET_MEAN_ABS: u32 = 200;
+
+/// Whether a request's audio is quiet enough to drop from the front of the replay buffer.
+fn is_quiet(mulaw: &[u8]) -> bool {
+    if mulaw.is_empty() {
+        return true;
+    }
+    let total: u32 = mulaw
+        .iter()
+        .map(|&byte| u32::from(mulaw::decode_sample(byte).unsigned_abs()))
+        .sum();
+    total / mulaw.len() as u32 <= QUIET_MEAN_ABS
+}
+
 fn duration_to_bytes(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros() * u128::from(MULAW_BYTES_PER_MS) / 1000).unwrap_or(u64::MAX)
 }
@@ -33,8 +52,13 @@ pub(crate) struct SttAudioLedger {
     /// Audio received but not yet sent (less than one batch).
     pending: Vec<u8>,
     pending_since: Option<Instant>,
-    /// Audio sent on the current stream after the last final result.
-    unconfirmed: VecDeque<u8>,
+    /// Audio sent on the current stream after the last final result: the very requests sent
+    /// (shared, not copied), oldest first; the first may have been trimmed at its front.
+    unconfirmed: VecDeque<Bytes>,
+    /// Bytes in `unconfirmed`.
+    unconfirmed_len: usize,
+    /// Bytes at the front of `unconfirmed` that are quiet (before anything the caller said).
+    quiet_prefix_len: usize,
     /// Stream-timeline offset of `unconfirmed[0]`.
     unconfirmed_stream_offset: u64,
     /// Session-timeline offset of the current stream's first byte.
@@ -58,6 +82,8 @@ impl SttAudioLedger {
             pending: Vec::with_capacity(batch_bytes),
             pending_since: None,
             unconfirmed: VecDeque::new(),
+            unconfirmed_len: 0,
+            quiet_prefix_len: 0,
             unconfirmed_stream_offset: 0,
             stream_base: 0,
             stream_opened_at: None,
@@ -71,11 +97,18 @@ impl SttAudioLedger {
         self.stream_base += self.unconfirmed_stream_offset;
         self.unconfirmed_stream_offset = 0;
         self.outgoing.clear();
-        let replay: Vec<u8> = self.unconfirmed.iter().copied().collect();
-        for chunk in replay.chunks(self.batch_bytes) {
-            self.outgoing.push_back(Bytes::copy_from_slice(chunk));
-        }
+        self.outgoing.extend(self.unconfirmed.iter().cloned());
         self.stream_opened_at = Some(now);
+    }
+
+    /// Caller audio arrived at `now`. A whole batch arriving on its own (what
+    /// [`crate::SttStream`] hands over) is sent as it is, without a copy.
+    pub(crate) fn handle_audio_bytes(&mut self, now: Instant, mulaw: Bytes) {
+        if self.pending.is_empty() && mulaw.len() == self.batch_bytes {
+            self.send(mulaw);
+        } else {
+            self.handle_audio(now, &mulaw);
+        }
     }
 
     /// Caller audio arrived at `now`.
@@ -90,7 +123,7 @@ impl SttAudioLedger {
         while self.pending.len() >= self.batch_bytes {
             let rest = self.pending.split_off(self.batch_bytes);
             let batch = std::mem::replace(&mut self.pending, rest);
-            self.send(batch);
+            self.send(Bytes::from(batch));
         }
         if self.pending.is_empty() {
             self.pending_since = None;
@@ -102,11 +135,9 @@ impl SttAudioLedger {
     pub(crate) fn handle_final(&mut self, result_end: Duration) -> Duration {
         let confirmed = duration_to_bytes(result_end);
         if confirmed > self.unconfirmed_stream_offset {
-            let drop_len = usize::try_from(confirmed - self.unconfirmed_stream_offset)
-                .unwrap_or(usize::MAX)
-                .min(self.unconfirmed.len());
-            self.unconfirmed.drain(..drop_len);
-            self.unconfirmed_stream_offset += drop_len as u64;
+            let drop_len =
+                usize::try_from(confirmed - self.unconfirmed_stream_offset).unwrap_or(usize::MAX);
+            self.drop_front(drop_len);
         }
         bytes_to_duration(self.stream_base) + result_end
     }
@@ -126,7 +157,7 @@ impl SttAudioLedger {
         self.pending_since = None;
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
-            self.send(batch);
+            self.send(Bytes::from(batch));
         }
     }
 
@@ -159,20 +190,44 @@ impl SttAudioLedger {
     /// Bytes currently held for replay.
     #[cfg(test)]
     pub(crate) fn replay_len(&self) -> usize {
-        self.unconfirmed.len()
+        self.unconfirmed_len
     }
 
-    fn send(&mut self, batch: Vec<u8>) {
-        self.unconfirmed.extend(batch.iter().copied());
-        let excess = self
-            .unconfirmed
-            .len()
-            .saturating_sub(self.replay_limit_bytes);
-        if excess > 0 {
-            self.unconfirmed.drain(..excess);
-            self.unconfirmed_stream_offset += excess as u64;
+    fn send(&mut self, batch: Bytes) {
+        if self.quiet_prefix_len == self.unconfirmed_len && is_quiet(&batch) {
+            self.quiet_prefix_len += batch.len();
         }
-        self.outgoing.push_back(Bytes::from(batch));
+        self.unconfirmed_len += batch.len();
+        self.unconfirmed.push_back(batch.clone());
+        self.outgoing.push_back(batch);
+        let excess = self.unconfirmed_len.saturating_sub(self.replay_limit_bytes);
+        self.drop_front(excess);
+        // Quiet audio at the front (the caller listening while the agent talks, which gets no
+        // final) need not be replayed beyond a short lead-in: without this trim every call
+        // would hold the whole replay limit of mostly silence.
+        if self.quiet_prefix_len > QUIET_LEAD_IN_BYTES {
+            self.drop_front(self.quiet_prefix_len - QUIET_LEAD_IN_BYTES);
+        }
+    }
+
+    /// Forgets the oldest `len` bytes of the replay buffer (they stay counted on the timeline).
+    fn drop_front(&mut self, len: usize) {
+        let mut left = len.min(self.unconfirmed_len);
+        self.unconfirmed_len -= left;
+        self.quiet_prefix_len = self.quiet_prefix_len.saturating_sub(left);
+        self.unconfirmed_stream_offset += left as u64;
+        while left > 0 {
+            let Some(head) = self.unconfirmed.front_mut() else {
+                break;
+            };
+            if head.len() <= left {
+                left -= head.len();
+                self.unconfirmed.pop_front();
+            } else {
+                let _ = head.split_to(left);
+                left = 0;
+            }
+        }
     }
 }
 
@@ -256,5 +311,59 @@ mod tests {
             ledger.handle_final(Duration::from_millis(200)),
             Duration::from_millis(1000)
         );
+    }
+
+    #[test]
+    fn quiet_audio_before_speech_is_not_kept_for_replay_beyond_a_lead_in() {
+        let t0 = Instant::now();
+        let mut ledger =
+            SttAudioLedger::new(100, Duration::from_secs(10), Duration::from_secs(290));
+        ledger.begin_stream(t0);
+        // Five seconds of the caller listening (digital silence), no final result.
+        for _ in 0..50 {
+            ledger.handle_audio_bytes(t0, Bytes::from(vec![mulaw::SILENCE; 800]));
+        }
+        assert_eq!(ledger.replay_len(), QUIET_LEAD_IN_BYTES);
+        // Then 300 ms of speech: kept in full, with the one-second lead-in before it.
+        let speech: Vec<u8> = (0..2400u32).map(|i| (i % 64) as u8).collect();
+        assert!(!is_quiet(&speech));
+        ledger.handle_audio(t0, &speech);
+        let _ = drain(&mut ledger);
+        assert_eq!(ledger.replay_len(), QUIET_LEAD_IN_BYTES + 2400);
+        // The replay starts 4 s into the session: the trimmed silence still counts on the
+        // timeline, so a final 1.3 s into the new stream is 5.3 s into the session.
+        ledger.begin_stream(t0);
+        let replayed: Vec<u8> = drain(&mut ledger).concat();
+        assert_eq!(&replayed[QUIET_LEAD_IN_BYTES..], &speech[..]);
+        assert_eq!(
+            ledger.handle_final(Duration::from_millis(1300)),
+            Duration::from_millis(5300)
+        );
+        assert_eq!(ledger.replay_len(), 0);
+    }
+
+    #[test]
+    fn whole_batches_are_sent_and_kept_without_copies() {
+        let t0 = Instant::now();
+        let mut ledger =
+            SttAudioLedger::new(100, Duration::from_secs(10), Duration::from_secs(290));
+        ledger.begin_stream(t0);
+        let batch = Bytes::from(vec![7u8; 800]);
+        ledger.handle_audio_bytes(t0, batch.clone());
+        let sent = drain(&mut ledger);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0].as_ptr(),
+            batch.as_ptr(),
+            "the request is the batch itself"
+        );
+        // A final in the middle of a request trims the replay inside that request.
+        assert_eq!(
+            ledger.handle_final(Duration::from_millis(40)),
+            Duration::from_millis(40)
+        );
+        assert_eq!(ledger.replay_len(), 480);
+        ledger.begin_stream(t0);
+        assert_eq!(drain(&mut ledger).concat(), vec![7u8; 480]);
     }
 }
