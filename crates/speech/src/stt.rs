@@ -62,8 +62,9 @@ pub struct SttConfig {
     pub rotate_after: Duration,
     /// At most this much unconfirmed audio is kept for replay on a new stream: 10 s = 80 KB of
     /// mu-law, longer than any utterance a caller finishes without a final. Quiet audio before
-    /// the caller speaks (a listening caller gets no final) is trimmed to a 1 s lead-in, so a
-    /// call holds about 8 KB while it listens and only grows while the caller talks.
+    /// the caller speaks (a listening caller gets no final) is trimmed to a 1 s lead-in, and
+    /// speech followed by 3 s of quiet without a final is given up, so a call holds 8-24 KB
+    /// while it listens and only grows while the caller talks.
     pub replay_limit: Duration,
     /// First reconnect delay after a transient error; doubles per consecutive failure.
     pub reconnect_backoff_initial: Duration,

@@ -22,6 +22,10 @@ pub(crate) fn bytes_to_duration(bytes: u64) -> Duration {
 /// Quiet audio kept in front of the replay buffer: 1 s of lead-in before what the caller said.
 const QUIET_LEAD_IN_BYTES: usize = 8_000;
 
+/// Quiet after the caller's last speech beyond which that speech is no longer kept for replay
+/// (3 s: Google ends an utterance well within that).
+const QUIET_GIVE_UP_BYTES: usize = 24_000;
+
 /// Mean absolute level (linear 16-bit) below which a request counts as quiet: about -44 dBFS,
 /// under any speech and above digital silence and ordinary line hiss.
 const QUIET_MEAN_ABS: u32 = 200;
@@ -59,6 +63,8 @@ pub(crate) struct SttAudioLedger {
     unconfirmed_len: usize,
     /// Bytes at the front of `unconfirmed` that are quiet (before anything the caller said).
     quiet_prefix_len: usize,
+    /// Bytes at the end of `unconfirmed` that are quiet (since the caller last spoke).
+    quiet_tail_len: usize,
     /// Stream-timeline offset of `unconfirmed[0]`.
     unconfirmed_stream_offset: u64,
     /// Session-timeline offset of the current stream's first byte.
@@ -84,6 +90,7 @@ impl SttAudioLedger {
             unconfirmed: VecDeque::new(),
             unconfirmed_len: 0,
             quiet_prefix_len: 0,
+            quiet_tail_len: 0,
             unconfirmed_stream_offset: 0,
             stream_base: 0,
             stream_opened_at: None,
@@ -194,9 +201,15 @@ impl SttAudioLedger {
     }
 
     fn send(&mut self, batch: Bytes) {
-        if self.quiet_prefix_len == self.unconfirmed_len && is_quiet(&batch) {
+        let quiet = is_quiet(&batch);
+        if quiet && self.quiet_prefix_len == self.unconfirmed_len {
             self.quiet_prefix_len += batch.len();
         }
+        self.quiet_tail_len = if quiet {
+            self.quiet_tail_len + batch.len()
+        } else {
+            0
+        };
         self.unconfirmed_len += batch.len();
         self.unconfirmed.push_back(batch.clone());
         self.outgoing.push_back(batch);
@@ -208,13 +221,22 @@ impl SttAudioLedger {
         if self.quiet_prefix_len > QUIET_LEAD_IN_BYTES {
             self.drop_front(self.quiet_prefix_len - QUIET_LEAD_IN_BYTES);
         }
+        // Speech that a long quiet followed without a final (its end cut off by a final that
+        // stopped short, or noise Google ignored) gets no final any more: keep the lead-in.
+        if self.quiet_tail_len > QUIET_GIVE_UP_BYTES {
+            self.drop_front(self.unconfirmed_len - QUIET_LEAD_IN_BYTES);
+        }
     }
 
     /// Forgets the oldest `len` bytes of the replay buffer (they stay counted on the timeline).
     fn drop_front(&mut self, len: usize) {
         let mut left = len.min(self.unconfirmed_len);
         self.unconfirmed_len -= left;
+        // Cutting past the quiet prefix (a final, or the replay limit) leaves a new front
+        // whose quietness is measured below.
+        let past_quiet_prefix = left >= self.quiet_prefix_len;
         self.quiet_prefix_len = self.quiet_prefix_len.saturating_sub(left);
+        self.quiet_tail_len = self.quiet_tail_len.min(self.unconfirmed_len);
         self.unconfirmed_stream_offset += left as u64;
         while left > 0 {
             let Some(head) = self.unconfirmed.front_mut() else {
@@ -226,6 +248,15 @@ impl SttAudioLedger {
             } else {
                 let _ = head.split_to(left);
                 left = 0;
+            }
+        }
+        if past_quiet_prefix {
+            self.quiet_prefix_len = 0;
+            for request in &self.unconfirmed {
+                if !is_quiet(request) {
+                    break;
+                }
+                self.quiet_prefix_len += request.len();
             }
         }
     }
@@ -340,6 +371,16 @@ mod tests {
             Duration::from_millis(5300)
         );
         assert_eq!(ledger.replay_len(), 0);
+        // After a final the caller listens again: that silence is trimmed the same way.
+        ledger.handle_audio(t0, &speech[..800]);
+        assert_eq!(
+            ledger.handle_final(Duration::from_millis(1350)),
+            Duration::from_millis(5350)
+        );
+        for _ in 0..50 {
+            ledger.handle_audio_bytes(t0, Bytes::from(vec![mulaw::SILENCE; 800]));
+        }
+        assert_eq!(ledger.replay_len(), QUIET_LEAD_IN_BYTES);
     }
 
     #[test]
