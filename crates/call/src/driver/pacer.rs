@@ -17,7 +17,8 @@ fn mulaw_span(bytes: u64) -> Duration {
 /// Something queued for the socket, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
-    /// One frame (20 ms, the last of a clip may be shorter) of agent audio.
+    /// Agent audio: as returned by [`Pacer::poll_send`], one message (the chunk size, 20 ms
+    /// by default; the last of a clip may be shorter); while queued, the rest of a clip.
     Media {
         /// The agent turn it belongs to.
         turn: TurnId,
@@ -46,6 +47,8 @@ pub enum Outgoing {
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
 pub struct Pacer {
+    /// Whole clips and marks in order; a clip is cut into messages only as they fall due, so
+    /// the queue holds one entry per clip, not one per 20 ms frame.
     queue: VecDeque<Outgoing>,
     lead: Duration,
     /// Bytes of audio per [`Outgoing::Media`] (a whole number of 20 ms frames).
@@ -93,17 +96,14 @@ impl Pacer {
         self
     }
 
-    /// Queue `audio` of `turn`, cut into messages of the chunk size (20 ms unless
-    /// [`with_chunk`](Self::with_chunk) said otherwise; the last may be shorter). No copy.
+    /// Queue `audio` of `turn`; it goes out in messages of the chunk size (20 ms unless
+    /// [`with_chunk`](Self::with_chunk) said otherwise; a clip's last may be shorter). No copy.
     pub fn push_audio(&mut self, turn: TurnId, audio: &Bytes) {
-        let mut offset = 0;
-        while offset < audio.len() {
-            let end = (offset + self.chunk_bytes).min(audio.len());
+        if !audio.is_empty() {
             self.queue.push_back(Outgoing::Media {
                 turn,
-                payload: audio.slice(offset..end),
+                payload: audio.clone(),
             });
-            offset = end;
         }
     }
 
@@ -119,13 +119,28 @@ impl Pacer {
             .queue
             .iter()
             .position(|item| matches!(item, Outgoing::Media { turn: t, .. } if *t == turn));
-        match position {
-            Some(index) => {
-                self.queue.insert(index + 1, Outgoing::Mark { turn, name });
-                true
+        let Some(index) = position else {
+            return false;
+        };
+        // Cut the clip after its first message so the mark can sit right behind it.
+        let chunk_bytes = self.chunk_bytes;
+        let rest = match &mut self.queue[index] {
+            Outgoing::Media { payload, .. } if payload.len() > chunk_bytes => {
+                Some(payload.split_off(chunk_bytes))
             }
-            None => false,
+            _ => None,
+        };
+        self.queue.insert(index + 1, Outgoing::Mark { turn, name });
+        if let Some(rest) = rest {
+            self.queue.insert(
+                index + 2,
+                Outgoing::Media {
+                    turn,
+                    payload: rest,
+                },
+            );
         }
+        true
     }
 
     /// Drop everything queued (Twilio `clear`); returns how many frames were dropped. The next
@@ -134,8 +149,11 @@ impl Pacer {
         let frames = self
             .queue
             .iter()
-            .filter(|item| matches!(item, Outgoing::Media { .. }))
-            .count();
+            .map(|item| match item {
+                Outgoing::Media { payload, .. } => payload.len().div_ceil(FRAME_BYTES),
+                Outgoing::Mark { .. } => 0,
+            })
+            .sum();
         self.queue.clear();
         self.run = None;
         frames
@@ -146,7 +164,7 @@ impl Pacer {
         match self.queue.front()? {
             Outgoing::Mark { .. } => self.queue.pop_front(),
             Outgoing::Media { payload, .. } => {
-                let len = payload.len() as u64;
+                let len = payload.len().min(self.chunk_bytes) as u64;
                 let run = match self.run {
                     Some(run) if run.playout_end() >= now => run,
                     // Idle (or Twilio has played everything): a new run starts now.
@@ -164,8 +182,22 @@ impl Pacer {
                     t0: run.t0,
                     sent_bytes: run.sent_bytes + len,
                 });
-                self.queue.pop_front()
+                self.take_message()
             }
+        }
+    }
+
+    /// Removes the next message from the front: a whole clip if it fits in one message, else
+    /// its first chunk (the rest stays queued, sharing the same buffer).
+    fn take_message(&mut self) -> Option<Outgoing> {
+        match self.queue.front_mut()? {
+            Outgoing::Media { turn, payload } if payload.len() > self.chunk_bytes => {
+                Some(Outgoing::Media {
+                    turn: *turn,
+                    payload: payload.split_to(self.chunk_bytes),
+                })
+            }
+            _ => self.queue.pop_front(),
         }
     }
 
@@ -290,6 +322,28 @@ mod tests {
         assert!(
             error <= Duration::from_millis(5),
             "last frame sent at {last_send:?}, schedule says {expected_last:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_clip_is_one_queue_entry_cut_as_it_is_sent() {
+        let mut p = Pacer::new(Duration::from_millis(80));
+        p.push_audio(TurnId(1), &audio(60_000)); // a one-minute reply
+        p.push_mark(TurnId(1), "t1-0".into());
+        assert_eq!(p.queue.len(), 2, "one clip and one mark, not 3,000 frames");
+        let start = Instant::now();
+        let mut sent = 0;
+        while let Some(item) = p.poll_send(start) {
+            assert!(
+                matches!(&item, Outgoing::Media { payload, .. } if payload.len() == FRAME_BYTES)
+            );
+            sent += 1;
+        }
+        assert_eq!(sent, 5, "the lead's worth of frames");
+        assert_eq!(
+            p.clear(),
+            3_000 - 5,
+            "clear counts the frames left in the clip"
         );
     }
 
