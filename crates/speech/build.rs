@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `google.rpc.Status` must be spelled absolutely instead of prost's `super::super::...`;
         // an extern path is not generated here, hence the second pass below.
         .extern_path(".google.rpc", "crate::proto::rpc")
+        // Caller audio goes out as the `Bytes` the replay buffer already holds (no copy).
+        .bytes(".google.cloud.speech.v1.StreamingRecognizeRequest.audio_content")
         .compile_fds(service_descriptors)?;
     let status_descriptors = protox::compile([RPC_STATUS_PROTO], [&proto_root])?;
     tonic_prost_build::configure()

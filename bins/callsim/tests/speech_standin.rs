@@ -122,7 +122,7 @@ async fn stt_refuses_audio_before_the_config() {
     let (endpoint, _) = start_standin(StandinOptions::default()).await;
     let mut client = SpeechClient::connect(endpoint).await.unwrap();
     let requests = futures::stream::iter([StreamingRecognizeRequest {
-        streaming_request: Some(StreamingRequest::AudioContent(vec![0xFF; 160])),
+        streaming_request: Some(StreamingRequest::AudioContent(vec![0xFF; 160].into())),
     }]);
     let status = match client.streaming_recognize(requests).await {
         Err(status) => status,

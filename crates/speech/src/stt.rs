@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -413,13 +414,21 @@ impl SttSession {
         model: Option<&str>,
         got_response: &mut bool,
     ) -> StreamEnd {
-        let (request_tx, request_rx) = mpsc::unbounded_channel();
+        // The channel carries the audio (`Bytes`, shared with the replay buffer) and the stream
+        // wraps it into requests as tonic pulls them: a channel of whole request structs
+        // cost ~10 KB of queue blocks per call.
+        let (request_tx, request_rx) = mpsc::unbounded_channel::<Bytes>();
         ledger.begin_stream(Instant::now().into_std());
         // The receiver is alive until the call below consumes it, so these sends cannot fail.
-        let _ = request_tx.send(self.config_request(model));
+        let config_request = self.config_request(model);
         drain_requests(ledger, &request_tx);
+        let requests = tokio_stream::once(config_request).chain(
+            UnboundedReceiverStream::new(request_rx).map(|audio| StreamingRecognizeRequest {
+                streaming_request: Some(StreamingRequest::AudioContent(audio)),
+            }),
+        );
         let mut client = self.shared.client.clone();
-        let call = client.streaming_recognize(UnboundedReceiverStream::new(request_rx));
+        let call = client.streaming_recognize(requests);
         let mut responses = tokio::select! {
             response = call => match response {
                 Ok(response) => response.into_inner(),
@@ -551,15 +560,10 @@ impl SttSession {
     }
 }
 
-fn drain_requests(
-    ledger: &mut SttAudioLedger,
-    request_tx: &mpsc::UnboundedSender<StreamingRecognizeRequest>,
-) {
+fn drain_requests(ledger: &mut SttAudioLedger, request_tx: &mpsc::UnboundedSender<Bytes>) {
     while let Some(audio) = ledger.poll_request() {
         // A closed request stream surfaces as an error on the response side; nothing to do here.
-        let _ = request_tx.send(StreamingRecognizeRequest {
-            streaming_request: Some(StreamingRequest::AudioContent(audio.to_vec())),
-        });
+        let _ = request_tx.send(audio);
     }
 }
 
