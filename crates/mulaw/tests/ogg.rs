@@ -397,3 +397,63 @@ fn gaps_become_silence_and_one_sided_audio_is_written_within_the_skew_bound() {
         "the gap on the agent channel is silent"
     );
 }
+
+/// RMS of one channel (0 = caller, 1 = agent) of the 48 kHz stereo decode over [from, to) ms.
+fn channel_rms(pcm: &[i16], channel: usize, from_ms: usize, to_ms: usize) -> f64 {
+    let part = &pcm[from_ms * 96..to_ms * 96];
+    let energy: f64 = part
+        .iter()
+        .skip(channel)
+        .step_by(2)
+        .map(|&s| f64::from(s).powi(2))
+        .sum();
+    (energy / (part.len() / 2) as f64).sqrt()
+}
+
+#[test]
+fn silence_on_both_sides_between_turns_costs_no_encoding_and_nothing_moves() {
+    let mut recorder = StereoCallRecorder::new(Vec::new()).unwrap();
+    // The caller talks for 1 s, then their line carries digital silence (Twilio keeps sending
+    // frames). The agent answers at 3 s with a 1 s TTS chunk; before that its side is a gap.
+    for chunk in 0..200_u64 {
+        let audio = if chunk < 50 {
+            mulaw_tone(1000.0, chunk as usize * 160, 160)
+        } else {
+            vec![0xFF; 160]
+        };
+        recorder.push_caller(chunk * 20, &audio).unwrap();
+        if chunk == 150 {
+            recorder
+                .push_agent(3_000, &mulaw_tone(600.0, 0, 8000))
+                .unwrap();
+        }
+    }
+    // 2 s of silence on both sides = 100 frames; libopus' DC filter tail keeps the first
+    // ~15 of them busy, 3 more prove the silent packet is steady.
+    let reused = recorder.reused_silent_frames();
+    assert!((70..=100).contains(&reused), "reused {reused} frames");
+    assert!(format!("{recorder:?}").contains(&format!("reused_silent_frames: {reused}")));
+    let bytes = recorder.finish().unwrap();
+
+    let stream = check_structure(&bytes);
+    let pcm = decode_like_a_player(&stream);
+    assert_eq!(pcm.len(), 4_000 * 48 * 2, "4 s of stereo at 48 kHz");
+    let (caller, agent) = channel_tones(&pcm, 100, 900);
+    assert!(
+        caller > 5_000.0 && agent < 300.0,
+        "caller talking: {caller} / {agent}"
+    );
+    for channel in 0..2 {
+        let level = channel_rms(&pcm, channel, 1_500, 2_950);
+        assert!(level < 1.0, "both silent, ch{channel}: rms {level}");
+    }
+    // The answer starts at exactly 3 s, on the agent's side only.
+    assert!(channel_rms(&pcm, 1, 2_900, 2_995) < 50.0);
+    assert!(channel_rms(&pcm, 1, 3_005, 3_100) > 3_000.0);
+    let (caller, agent) = channel_tones(&pcm, 3_100, 3_900);
+    assert!(
+        caller < 300.0 && agent > 5_000.0,
+        "agent talking: {caller} / {agent}"
+    );
+    run_opusinfo(&bytes);
+}
