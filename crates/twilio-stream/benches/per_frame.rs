@@ -5,7 +5,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use twilio_stream::media::{
-    InboundMessage, StreamHealth, StreamValidator, media_json, parse_inbound, write_media_json,
+    InboundMessage, MediaJsonWriter, StreamHealth, StreamValidator, media_json, parse_inbound,
+    write_media_json,
 };
 use twilio_stream::signature::{sign_form, validate_form};
 
@@ -67,6 +68,18 @@ fn outbound(c: &mut Criterion) {
             write_media_json(&mut buffer, black_box(stream_sid), black_box(&frame_20ms));
             buffer.len()
         });
+    });
+    let writer = MediaJsonWriter::new(stream_sid);
+    group.bench_function("media_json_writer/20ms_reused_buffer", |b| {
+        let mut buffer = String::with_capacity(512);
+        b.iter(|| {
+            buffer.clear();
+            writer.write(&mut buffer, black_box(&frame_20ms));
+            buffer.len()
+        });
+    });
+    group.bench_function("media_json_writer/20ms_new_string", |b| {
+        b.iter(|| writer.to_json(black_box(&frame_20ms)))
     });
     group.bench_function("media_json/1s", |b| {
         b.iter(|| media_json(black_box(stream_sid), black_box(&one_second)))

@@ -10,8 +10,11 @@
 //! [`StreamValidator`]; per-call audio figures in [`StreamHealth`].
 //!
 //! Outbound: [`media_json`], [`mark_json`], [`clear_json`] write the JSON text directly into a
-//! `String` (no `serde_json::Value`), always carrying the `streamSid`.
+//! `String` (no `serde_json::Value`), always carrying the `streamSid`; [`MediaJsonWriter`] keeps
+//! the escaped `streamSid` prefix of one stream's `media` messages.
 
+mod b64;
+mod fast;
 mod health;
 mod outbound;
 mod validator;
@@ -23,7 +26,8 @@ use bytes::Bytes;
 
 pub use health::{StreamHealth, StreamHealthSnapshot};
 pub use outbound::{
-    clear_json, mark_json, media_json, write_clear_json, write_mark_json, write_media_json,
+    MediaJsonWriter, clear_json, mark_json, media_json, write_clear_json, write_mark_json,
+    write_media_json,
 };
 pub use validator::{StreamPhase, StreamValidator};
 

@@ -1,8 +1,13 @@
 //! serde shapes of the inbound frames, and their conversion into the public types.
 //!
-//! One pass over the text: the envelope holds every known sub-object as an optional typed
-//! struct. The base64 payload is borrowed from the input when it contains no JSON escapes, and
-//! decoded straight into the buffer that becomes the `Bytes`.
+//! [`parse`] first offers the text to the `media` fast path ([`super::fast`]), which only
+//! answers for the common shape and otherwise declines; everything else goes through
+//! [`parse_reference`], the serde path that defines what is accepted and which error is
+//! reported.
+//!
+//! Reference path: one pass over the text; the envelope holds every known sub-object as an
+//! optional typed struct. The base64 payload is borrowed from the input when it contains no JSON
+//! escapes, and decoded straight into the buffer that becomes the `Bytes`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,10 +19,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::{Connected, Dtmf, InboundMessage, Mark, Media, MediaFormat, ParseError, Start, Stop};
+use super::{
+    Connected, Dtmf, InboundMessage, Mark, Media, MediaFormat, ParseError, Start, Stop, fast,
+};
 
 /// Standard alphabet; accepts payloads with or without `=` padding.
-const PAYLOAD_BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(super) const PAYLOAD_BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -163,6 +170,14 @@ struct WireStop {
 const KNOWN_EVENTS: [&str; 6] = ["connected", "start", "media", "dtmf", "mark", "stop"];
 
 pub(super) fn parse(text: &str) -> Result<InboundMessage, ParseError> {
+    if let Some(media) = fast::parse_media(text) {
+        return Ok(InboundMessage::Media(media));
+    }
+    parse_reference(text)
+}
+
+/// The serde parser: the definition of what [`parse`] accepts and reports.
+pub(super) fn parse_reference(text: &str) -> Result<InboundMessage, ParseError> {
     let envelope: Envelope<'_> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(err) => {
@@ -321,17 +336,28 @@ fn parse_digit(digit: &str) -> Result<char, ParseError> {
     }
 }
 
-/// Decode base64 into a buffer sized once, handed to `Bytes` without another copy.
+/// Decode base64 into a buffer of exactly the decoded length, handed to `Bytes` without another
+/// copy or allocation (`Bytes::from` a `Vec` whose capacity exceeds its length allocates a
+/// shared header).
 pub(super) fn decode_payload(
     payload: &str,
     sequence_number: Option<u64>,
 ) -> Result<Bytes, ParseError> {
-    let mut decoded = Vec::with_capacity(base64::decoded_len_estimate(payload.len()));
-    PAYLOAD_BASE64
-        .decode_vec(payload.as_bytes(), &mut decoded)
-        .map_err(|err| ParseError::InvalidBase64 {
-            sequence_number,
-            reason: err.to_string(),
-        })?;
-    Ok(Bytes::from(decoded))
+    let symbols = payload.trim_end_matches('=').len();
+    let mut decoded = vec![0u8; symbols / 4 * 3 + (symbols % 4) * 3 / 4];
+    match PAYLOAD_BASE64.decode_slice(payload.as_bytes(), &mut decoded) {
+        Ok(len) if len == decoded.len() => Ok(Bytes::from(decoded)),
+        // Invalid input (or a length this estimate got wrong): let `decode_vec` decide, so the
+        // error text is the decoder's own.
+        _ => {
+            let mut decoded = Vec::with_capacity(base64::decoded_len_estimate(payload.len()));
+            PAYLOAD_BASE64
+                .decode_vec(payload.as_bytes(), &mut decoded)
+                .map_err(|err| ParseError::InvalidBase64 {
+                    sequence_number,
+                    reason: err.to_string(),
+                })?;
+            Ok(Bytes::from(decoded))
+        }
+    }
 }
