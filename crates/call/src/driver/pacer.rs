@@ -9,6 +9,9 @@ use turn::TurnId;
 /// Bytes in one 20 ms frame of 8 kHz mu-law.
 const FRAME_BYTES: usize = mulaw::FRAME_BYTES;
 
+/// About one second of audio: the piece size an unshared clip is split into when queued.
+const SEGMENT_BYTES: usize = 8_000;
+
 /// Duration of `bytes` of 8 kHz mu-law (125 µs per byte), exact.
 fn mulaw_span(bytes: u64) -> Duration {
     Duration::from_micros(bytes.saturating_mul(125))
@@ -98,8 +101,24 @@ impl Pacer {
 
     /// Queue `audio` of `turn`; it goes out in messages of the chunk size (20 ms unless
     /// [`with_chunk`](Self::with_chunk) said otherwise; a clip's last may be shorter). No copy.
+    ///
+    /// A long clip that nothing else holds (a reply just synthesized for this call) is copied
+    /// into separate pieces of about a second, so what has been sent is freed as the call goes
+    /// instead of the whole reply staying allocated until its last frame; a shared clip (the
+    /// phrase cache's greeting, held once for every call) is only sliced.
     pub fn push_audio(&mut self, turn: TurnId, audio: &Bytes) {
-        if !audio.is_empty() {
+        if audio.is_empty() {
+            return;
+        }
+        let piece_bytes = SEGMENT_BYTES.div_ceil(self.chunk_bytes) * self.chunk_bytes;
+        if audio.len() > piece_bytes && audio.is_unique() {
+            for piece in audio.chunks(piece_bytes) {
+                self.queue.push_back(Outgoing::Media {
+                    turn,
+                    payload: Bytes::copy_from_slice(piece),
+                });
+            }
+        } else {
             self.queue.push_back(Outgoing::Media {
                 turn,
                 payload: audio.clone(),
@@ -328,9 +347,15 @@ mod tests {
     #[test]
     fn a_long_clip_is_one_queue_entry_cut_as_it_is_sent() {
         let mut p = Pacer::new(Duration::from_millis(80));
-        p.push_audio(TurnId(1), &audio(60_000)); // a one-minute reply
+        let shared = audio(60_000); // a one-minute clip the phrase cache also holds
+        let cache = shared.clone();
+        p.push_audio(TurnId(1), &shared);
         p.push_mark(TurnId(1), "t1-0".into());
         assert_eq!(p.queue.len(), 2, "one clip and one mark, not 3,000 frames");
+        assert!(
+            matches!(&p.queue[0], Outgoing::Media { payload, .. } if payload.as_ptr() == cache.as_ptr()),
+            "a shared clip is sliced, not copied"
+        );
         let start = Instant::now();
         let mut sent = 0;
         while let Some(item) = p.poll_send(start) {
@@ -345,6 +370,21 @@ mod tests {
             3_000 - 5,
             "clear counts the frames left in the clip"
         );
+
+        // A reply only this call holds is queued as one-second pieces of its own.
+        let mut p = Pacer::new(Duration::from_millis(80));
+        let reply = audio(2_500);
+        p.push_audio(TurnId(2), &reply);
+        drop(reply);
+        let pieces: Vec<usize> = p
+            .queue
+            .iter()
+            .map(|item| match item {
+                Outgoing::Media { payload, .. } => payload.len(),
+                Outgoing::Mark { .. } => 0,
+            })
+            .collect();
+        assert_eq!(pieces, vec![8_000, 8_000, 4_000]);
     }
 
     #[test]
