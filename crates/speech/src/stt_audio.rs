@@ -35,11 +35,18 @@ fn is_quiet(mulaw: &[u8]) -> bool {
     if mulaw.is_empty() {
         return true;
     }
-    let total: u32 = mulaw
+    // Every fourth sample is plenty for a level over 100 ms, and a quarter of the cost: this
+    // runs on every request of every call (callgrind: 7 k instructions per request before).
+    let (total, count) = mulaw
         .iter()
-        .map(|&byte| u32::from(mulaw::decode_sample(byte).unsigned_abs()))
-        .sum();
-    total / mulaw.len() as u32 <= QUIET_MEAN_ABS
+        .step_by(4)
+        .fold((0u32, 0u32), |(total, count), &byte| {
+            (
+                total + u32::from(mulaw::decode_sample(byte).unsigned_abs()),
+                count + 1,
+            )
+        });
+    total / count.max(1) <= QUIET_MEAN_ABS
 }
 
 fn duration_to_bytes(duration: Duration) -> u64 {
