@@ -361,3 +361,51 @@ pub(super) fn decode_payload(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::{PAYLOAD_BASE64, decode_payload};
+    use crate::media::ParseError;
+
+    #[test]
+    fn the_exact_length_buffer_fits_every_valid_payload() {
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let padded = STANDARD.encode(&bytes);
+            for text in [padded.as_str(), padded.trim_end_matches('=')] {
+                // The exact buffer is taken (no fallback) ...
+                let symbols = text.trim_end_matches('=').len();
+                let mut exact = vec![0u8; symbols / 4 * 3 + (symbols % 4) * 3 / 4];
+                assert_eq!(
+                    PAYLOAD_BASE64.decode_slice(text, &mut exact),
+                    Ok(len),
+                    "{text}"
+                );
+                // ... and gives the bytes.
+                assert_eq!(&decode_payload(text, None).unwrap()[..], &bytes[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_payloads_report_the_decoder_error_unchanged() {
+        for text in [
+            "***", "A", "AAAAA", "AB==", "AA=A", "=AAA", "AAAA=", "AA\\/", "AAA===",
+        ] {
+            let expected = PAYLOAD_BASE64.decode(text).unwrap_err().to_string();
+            assert_eq!(
+                decode_payload(text, Some(9)),
+                Err(ParseError::InvalidBase64 {
+                    sequence_number: Some(9),
+                    reason: expected,
+                }),
+                "{text}"
+            );
+        }
+    }
+}
