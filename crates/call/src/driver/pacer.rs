@@ -56,8 +56,6 @@ pub struct Pacer {
     lead: Duration,
     /// Bytes of audio per [`Outgoing::Media`] (a whole number of 20 ms frames).
     chunk_bytes: usize,
-    /// How early a message may go out when the driver is awake anyway.
-    slack: Duration,
     run: Option<Run>,
     last_frame_plays_at: Option<Instant>,
 }
@@ -86,7 +84,6 @@ impl Pacer {
             queue: VecDeque::new(),
             lead,
             chunk_bytes: FRAME_BYTES,
-            slack: Duration::ZERO,
             run: None,
             last_frame_plays_at: None,
         }
@@ -99,17 +96,6 @@ impl Pacer {
     pub fn with_chunk(mut self, chunk: Duration) -> Self {
         let frames = (chunk.as_millis() / u128::from(mulaw::FRAME_MS)).max(1);
         self.chunk_bytes = usize::try_from(frames).map_or(FRAME_BYTES, |f| f * FRAME_BYTES);
-        self
-    }
-
-    /// Let [`poll_send`](Self::poll_send) release a message up to `slack` before it is due.
-    /// [`poll_timeout`](Self::poll_timeout) still names the exact due time, so a driver that
-    /// also wakes for other reasons (a caller frame every 20 ms) sends most messages on those
-    /// wake-ups and its timer seldom fires: about half the wake-ups while the agent speaks.
-    /// Twilio then holds between `lead` and `lead + slack` of our audio.
-    #[must_use]
-    pub fn with_slack(mut self, slack: Duration) -> Self {
-        self.slack = slack;
         self
     }
 
@@ -206,7 +192,7 @@ impl Pacer {
                         sent_bytes: 0,
                     },
                 };
-                if run.due(self.lead) > now + self.slack {
+                if run.due(self.lead) > now {
                     self.run = Some(run);
                     return None;
                 }
@@ -326,29 +312,6 @@ mod tests {
             panic!("the first message is due at once");
         };
         assert_eq!(payload.len(), 2 * FRAME_BYTES);
-    }
-
-    #[test]
-    fn slack_lets_a_message_leave_early_but_the_timer_names_its_due_time() {
-        let mut p = Pacer::new(Duration::ZERO).with_slack(Duration::from_millis(20));
-        p.push_audio(TurnId(1), &audio(60));
-        let start = Instant::now();
-        assert!(
-            p.poll_send(start).is_some(),
-            "the first frame is due at once"
-        );
-        assert_eq!(
-            p.poll_timeout(start),
-            Some(start + Duration::from_millis(20))
-        );
-        // A wake-up 5 ms later (a caller frame) takes the frame due at 20 ms...
-        assert!(p.poll_send(start + Duration::from_millis(5)).is_some());
-        // ...but not the one due at 40 ms, which is more than the slack away.
-        assert!(p.poll_send(start + Duration::from_millis(5)).is_none());
-        assert_eq!(
-            p.poll_timeout(start + Duration::from_millis(5)),
-            Some(start + Duration::from_millis(40))
-        );
     }
 
     #[test]

@@ -38,10 +38,6 @@ const RECORDING_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest task text stored from a call (the CRM refuses longer ones).
 const MAX_TASK_TEXT_CHARS: usize = 4_000;
 
-/// Agent audio may leave up to one caller frame early, on the wake-up that frame causes,
-/// instead of on a timer of its own (see [`Pacer::with_slack`]).
-const PACER_SLACK: Duration = Duration::from_millis(20);
-
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -405,9 +401,7 @@ impl Session {
             stt_failures: 0,
             reply: None,
             synth: VecDeque::new(),
-            pacer: Pacer::new(lead)
-                .with_chunk(media_chunk)
-                .with_slack(PACER_SLACK),
+            pacer: Pacer::new(lead).with_chunk(media_chunk),
             outbox: VecDeque::new(),
             immediate: VecDeque::new(),
             contact: ContactInfo::default(),
