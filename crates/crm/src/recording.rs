@@ -149,18 +149,59 @@ pub const WORKER_QUEUE_CHUNKS: usize = 65_536;
 /// sides): one worker wake-up per batch instead of one per 20 ms frame.
 pub const RECORDING_BATCH_CHUNKS: usize = 20;
 
-/// One side's audio at its timestamp.
-#[derive(Debug)]
+/// One side's audio at its timestamp; the bytes are `audio` in its [`ChunkBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Chunk {
     agent: bool,
     timestamp_ms: u64,
-    mulaw: Vec<u8>,
+    audio: std::ops::Range<usize>,
+}
+
+/// Chunks collected for one [`Job::Chunks`], their audio back to back in one buffer: two
+/// allocations per batch instead of one per 20 ms frame.
+#[derive(Debug, Default)]
+struct ChunkBatch {
+    chunks: Vec<Chunk>,
+    audio: Vec<u8>,
+}
+
+impl ChunkBatch {
+    fn push(&mut self, agent: bool, timestamp_ms: u64, mulaw: &[u8]) {
+        if self.chunks.capacity() == 0 {
+            self.chunks.reserve_exact(RECORDING_BATCH_CHUNKS);
+            self.audio
+                .reserve_exact(RECORDING_BATCH_CHUNKS * mulaw::FRAME_BYTES);
+        }
+        let start = self.audio.len();
+        self.audio.extend_from_slice(mulaw);
+        self.chunks.push(Chunk {
+            agent,
+            timestamp_ms,
+            audio: start..self.audio.len(),
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// `(agent, timestamp_ms, mulaw)` of each chunk, in the order they were pushed.
+    fn iter(&self) -> impl Iterator<Item = (bool, u64, &[u8])> {
+        self.chunks.iter().map(|chunk| {
+            let mulaw = self.audio.get(chunk.audio.clone()).unwrap_or_default();
+            (chunk.agent, chunk.timestamp_ms, mulaw)
+        })
+    }
 }
 
 /// One instruction for a pool worker.
 enum Job {
     Start(u64, Box<CallRecorder>, Arc<AtomicUsize>),
-    Chunks(u64, Vec<Chunk>),
+    Chunks(u64, ChunkBatch),
     Finish(u64, i64, oneshot::Sender<Result<NewRecording, CrmError>>),
     /// The task was dropped without `finish`: close the file, report nothing.
     Abandon(u64),
@@ -294,7 +335,7 @@ impl RecordingPool {
             jobs: worker.jobs.clone(),
             worker_queued: worker.queued_chunks.clone(),
             call_queued,
-            batch: Vec::new(),
+            batch: ChunkBatch::default(),
             queue_chunks: queue_chunks.max(1),
             stats: RecordingStats::default(),
             call_sid: call_sid.to_owned(),
@@ -325,7 +366,7 @@ pub struct RecordingTask {
     /// decrements it.
     call_queued: Arc<AtomicUsize>,
     /// Chunks collected for the next [`Job::Chunks`].
-    batch: Vec<Chunk>,
+    batch: ChunkBatch,
     queue_chunks: usize,
     stats: RecordingStats,
     call_sid: String,
@@ -336,7 +377,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Start(id, ..) => write!(f, "Start({id})"),
-            Job::Chunks(id, chunks) => write!(f, "Chunks({id}, {} chunks)", chunks.len()),
+            Job::Chunks(id, batch) => write!(f, "Chunks({id}, {} chunks)", batch.len()),
             Job::Finish(id, at_ms, _) => write!(f, "Finish({id}, {at_ms})"),
             Job::Abandon(id) => write!(f, "Abandon({id})"),
         }
@@ -371,14 +412,7 @@ impl RecordingTask {
         if !self.admit() {
             return;
         }
-        if self.batch.capacity() == 0 {
-            self.batch.reserve_exact(RECORDING_BATCH_CHUNKS);
-        }
-        self.batch.push(Chunk {
-            agent,
-            timestamp_ms,
-            mulaw: mulaw.to_vec(),
-        });
+        self.batch.push(agent, timestamp_ms, mulaw);
         if self.batch.len() >= RECORDING_BATCH_CHUNKS {
             self.send_batch();
         }
@@ -409,10 +443,10 @@ impl RecordingTask {
         if self.batch.is_empty() {
             return;
         }
-        let chunks = std::mem::take(&mut self.batch);
-        let count = chunks.len();
+        let batch = std::mem::take(&mut self.batch);
+        let count = batch.len();
         // A send error means the worker is gone: undo the reservations and count the drops.
-        if self.jobs.send(Job::Chunks(self.id, chunks)).is_err() {
+        if self.jobs.send(Job::Chunks(self.id, batch)).is_err() {
             self.call_queued.fetch_sub(count, Ordering::Relaxed);
             self.worker_queued.fetch_sub(count, Ordering::Relaxed);
             self.stats.dropped_chunks += count as u64;
@@ -488,9 +522,9 @@ impl EncoderWorker {
                     },
                 );
             }
-            Job::Chunks(id, chunks) => {
-                for chunk in chunks {
-                    self.encode_chunk(id, &chunk);
+            Job::Chunks(id, batch) => {
+                for (agent, timestamp_ms, mulaw) in batch.iter() {
+                    self.encode_chunk(id, agent, timestamp_ms, mulaw);
                 }
             }
             Job::Finish(id, at_ms, reply) => {
@@ -518,7 +552,7 @@ impl EncoderWorker {
         Some(open)
     }
 
-    fn encode_chunk(&mut self, id: u64, chunk: &Chunk) {
+    fn encode_chunk(&mut self, id: u64, agent: bool, timestamp_ms: u64, mulaw: &[u8]) {
         self.queued_chunks.fetch_sub(1, Ordering::Relaxed);
         let Some(open) = self.recordings.get_mut(&id) else {
             return;
@@ -528,10 +562,10 @@ impl EncoderWorker {
         if open.failure.is_some() {
             return;
         }
-        let encoded = if chunk.agent {
-            open.recorder.push_agent(chunk.timestamp_ms, &chunk.mulaw)
+        let encoded = if agent {
+            open.recorder.push_agent(timestamp_ms, mulaw)
         } else {
-            open.recorder.push_caller(chunk.timestamp_ms, &chunk.mulaw)
+            open.recorder.push_caller(timestamp_ms, mulaw)
         };
         if let Err(e) = encoded {
             tracing::error!(call_sid = %open.recorder.call_sid, error = %e,
@@ -561,7 +595,7 @@ mod tests {
             jobs,
             worker_queued: worker_queued.clone(),
             call_queued: Arc::new(AtomicUsize::new(0)),
-            batch: Vec::new(),
+            batch: ChunkBatch::default(),
             queue_chunks,
             stats: RecordingStats::default(),
             call_sid: "CA_STUCK".to_owned(),
@@ -581,8 +615,8 @@ mod tests {
         assert!(rx.try_recv().is_err(), "collected until a batch is full");
         task.send_batch();
         match rx.try_recv() {
-            Ok(Job::Chunks(1, chunks)) => {
-                let stamps: Vec<u64> = chunks.iter().map(|c| c.timestamp_ms).collect();
+            Ok(Job::Chunks(1, batch)) => {
+                let stamps: Vec<u64> = batch.iter().map(|(_, at, _)| at).collect();
                 assert_eq!(stamps, [0, 20, 40], "only the admitted chunks, in order");
             }
             other => panic!("expected the admitted chunks, got {other:?}"),
@@ -605,13 +639,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_hands_over_every_chunk_with_its_own_audio_in_one_buffer() {
+        let (mut task, rx, _) = stuck_task(1_000);
+        task.push_caller(0, &[1; 160]);
+        task.push_agent(5, &[2; 80]);
+        task.push_caller(20, &[3; 160]);
+        task.push_agent(25, &[]);
+        task.send_batch();
+        let Ok(Job::Chunks(1, batch)) = rx.try_recv() else {
+            panic!("expected one batch");
+        };
+        let chunks: Vec<(bool, u64, Vec<u8>)> = batch
+            .iter()
+            .map(|(agent, at, mulaw)| (agent, at, mulaw.to_vec()))
+            .collect();
+        assert_eq!(
+            chunks,
+            [
+                (false, 0, vec![1; 160]),
+                (true, 5, vec![2; 80]),
+                (false, 20, vec![3; 160]),
+                (true, 25, vec![]),
+            ]
+        );
+        assert_eq!(batch.audio.len(), 400, "one contiguous buffer");
+        assert!(batch.audio.capacity() >= RECORDING_BATCH_CHUNKS * 160);
+    }
+
+    #[test]
     fn a_full_batch_goes_to_the_worker_in_one_message() {
         let (mut task, rx, _) = stuck_task(1_000);
         for n in 0..RECORDING_BATCH_CHUNKS as u64 {
             task.push_caller(n * 20, &[0xFF; 160]);
         }
         assert!(
-            matches!(rx.try_recv(), Ok(Job::Chunks(1, chunks)) if chunks.len() == RECORDING_BATCH_CHUNKS)
+            matches!(rx.try_recv(), Ok(Job::Chunks(1, batch)) if batch.len() == RECORDING_BATCH_CHUNKS)
         );
         assert!(rx.try_recv().is_err());
     }
@@ -622,7 +684,7 @@ mod tests {
         task.push_agent(0, &[0xFF; 160]);
         drop(task);
         assert!(
-            matches!(rx.try_recv(), Ok(Job::Chunks(1, chunks)) if chunks.len() == 1 && chunks[0].agent)
+            matches!(rx.try_recv(), Ok(Job::Chunks(1, batch)) if batch.len() == 1 && batch.chunks[0].agent)
         );
         assert!(matches!(rx.try_recv(), Ok(Job::Abandon(1))));
     }

@@ -197,3 +197,76 @@ fn decode_stereo(bytes: &[u8]) -> Vec<i16> {
     }
     pcm.split_off(2 * (pre_skip_48k / 6))
 }
+
+/// 20 ms of a linear chirp (aperiodic, so a correlation peak is unambiguous) from `from_hz` to
+/// `to_hz` over `total_frames` frames, frame `index` of it, as PCM.
+fn chirp_frame(index: usize, total_frames: usize, from_hz: f64, to_hz: f64) -> Vec<i16> {
+    let seconds = total_frames as f64 * 0.02;
+    (0..160)
+        .map(|i| {
+            let t = (index * 160 + i) as f64 / 8000.0;
+            let phase = 2.0
+                * std::f64::consts::PI
+                * (from_hz * t + (to_hz - from_hz) * t * t / (2.0 * seconds));
+            (8000.0 * phase.sin()) as i16
+        })
+        .collect()
+}
+
+/// Normalised correlation of two equally long signals.
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(1.0)
+}
+
+#[test]
+fn each_channel_decodes_to_its_own_side_when_both_talk_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = CallRecorder::create(dir.path(), "CA_BOTH").unwrap();
+    let frames = 100;
+    let (mut caller_pcm, mut agent_pcm) = (Vec::new(), Vec::new());
+    for frame in 0..frames {
+        let caller = chirp_frame(frame, frames, 300.0, 3000.0);
+        let agent = chirp_frame(frame, frames, 2800.0, 400.0);
+        // What the file can hold is the mu-law audio, so compare against its decoding.
+        let (caller, agent) = (mulaw::encode(&caller), mulaw::encode(&agent));
+        caller_pcm.extend(mulaw::decode(&caller));
+        agent_pcm.extend(mulaw::decode(&agent));
+        rec.push_caller(frame as u64 * 20, &caller).unwrap();
+        rec.push_agent(frame as u64 * 20, &agent).unwrap();
+    }
+    let new = rec.finish(1).unwrap();
+    let pcm = decode_stereo(&std::fs::read(&new.path).unwrap());
+    assert!(pcm.len() >= 2 * caller_pcm.len());
+    let channel = |index: usize| -> Vec<f64> {
+        pcm.iter()
+            .skip(index)
+            .step_by(2)
+            .take(caller_pcm.len())
+            .map(|&s| f64::from(s))
+            .collect()
+    };
+    let as_f64 = |s: &[i16]| -> Vec<f64> { s.iter().map(|&x| f64::from(x)).collect() };
+    let (left, right) = (channel(0), channel(1));
+    let (caller, agent) = (as_f64(&caller_pcm), as_f64(&agent_pcm));
+    // Skip the first and last 50 ms (codec start-up and end padding).
+    let mid = 400..caller.len() - 400;
+    let own_left = correlation(&left[mid.clone()], &caller[mid.clone()]);
+    let own_right = correlation(&right[mid.clone()], &agent[mid.clone()]);
+    let cross_left = correlation(&left[mid.clone()], &agent[mid.clone()]).abs();
+    let cross_right = correlation(&right[mid.clone()], &caller[mid.clone()]).abs();
+    assert!(
+        own_left > 0.95 && own_right > 0.95,
+        "{own_left} / {own_right}"
+    );
+    assert!(
+        cross_left < 0.05 && cross_right < 0.05,
+        "{cross_left} / {cross_right}"
+    );
+    let energy = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>();
+    for (decoded, input) in [(&left, &caller), (&right, &agent)] {
+        let ratio = energy(&decoded[mid.clone()]) / energy(&input[mid.clone()]);
+        assert!((0.8..1.25).contains(&ratio), "energy ratio {ratio}");
+    }
+}
