@@ -251,16 +251,17 @@ fn opus_tags() -> Vec<u8> {
 }
 
 /// libopus application of call recordings: CELT only. For 8 kHz stereo at complexity 0 it
-/// costs about 0.7 ms of CPU per second of call whatever is said, against 1.7-2.1 ms for SILK
-/// ([`OpusApplication::Voip`]) at complexity 1 when both sides talk and 1.1 ms when one does
-/// (`cargo bench -p crm --bench recording`).
+/// costs about 0.7-0.8 ms of CPU per second of call whatever is said, against 1.8-2.2 ms for
+/// SILK ([`OpusApplication::Voip`]) at complexity 1 when both sides talk and 1.2 ms when
+/// mostly one does (back-to-back runs on the project's 2-core machine).
 pub const RECORDING_OPUS_APPLICATION: OpusApplication = OpusApplication::RestrictedLowDelay;
-/// libopus complexity of call recordings: 0. Complexity 1 costs CELT 60 % more CPU for no
-/// measurable gain at telephone bandwidth (signal-to-noise ratio of speech within 0.5 dB).
+/// libopus complexity of call recordings: 0. Complexity 1 costs CELT about 55 % more CPU
+/// and at telephone bandwidth codes speech no better (signal-to-noise ratio equal on tones,
+/// 0.6-1.4 dB lower on speech).
 pub const RECORDING_OPUS_COMPLEXITY: u8 = 0;
 /// Bitrate of call recordings, both channels together: 40 kbit/s, about 18 MB per hour (less
 /// when the call is silent). Not lower: below about 39.5 kbit/s at complexity 0 libopus
-/// narrows the stereo image of CELT frames, mixing each side into the other (8 % of the other
+/// narrows the stereo image of CELT frames, mixing each side into the other (14 % of the other
 /// channel's amplitude at 24 kbit/s, 3 % at 32 kbit/s).
 pub const RECORDING_OPUS_BITRATE_BPS: i32 = 40_000;
 
