@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use turn::{Action, Event, TurnEngine, TurnId, TurnOutcome, UtteranceKind};
 use twilio_stream::media::{
-    InboundMessage, StreamHealth, StreamValidator, clear_json, mark_json, media_json,
+    InboundMessage, MediaJsonWriter, StreamHealth, StreamValidator, clear_json, mark_json,
 };
 
 use super::deps::CallDeps;
@@ -239,6 +239,8 @@ struct Session {
     health: Option<StreamHealth>,
     call_sid: Option<String>,
     stream_sid: Option<String>,
+    /// Outbound `media` messages for this stream (the escaped prefix is built once).
+    media_writer: Option<MediaJsonWriter>,
     started_at: Option<Instant>,
     protocol_errors: u32,
 
@@ -394,6 +396,7 @@ impl Session {
             health: None,
             call_sid: None,
             stream_sid: None,
+            media_writer: None,
             started_at: None,
             protocol_errors: 0,
             stt: None,
@@ -631,6 +634,7 @@ impl Session {
         self.next_ping_at = at + self.deps.settings.keepalive_interval;
         self.call_sid = Some(call_sid.clone());
         self.stream_sid = Some(start.stream_sid.clone());
+        self.media_writer = Some(MediaJsonWriter::new(&start.stream_sid));
         self.summary.call_sid = Some(call_sid.clone());
         self.summary.stream_sid = Some(start.stream_sid.clone());
         self.crm_submit(crm::WriteOp::StreamStarted {
@@ -1315,14 +1319,14 @@ impl Session {
     // ------------------------------------------------------------------ output
 
     fn pump_audio(&mut self, at: Instant) {
-        let Some(stream_sid) = self.stream_sid.clone() else {
+        // Taken for the loop (and put back below) so nothing is cloned per call of this.
+        let Some(writer) = self.media_writer.take() else {
             return;
         };
         while let Some(item) = self.pacer.poll_send(at) {
             match item {
                 Outgoing::Media { turn, payload } => {
-                    self.outbox
-                        .push_back(WsOut::Text(media_json(&stream_sid, &payload)));
+                    self.outbox.push_back(WsOut::Text(writer.to_json(&payload)));
                     // Counted in 20 ms frames whatever the message size (MEDIA_OUT_CHUNK_MS).
                     let frames = payload.len().div_ceil(mulaw::FRAME_BYTES) as u64;
                     self.summary.media_frames_out += frames;
@@ -1342,11 +1346,14 @@ impl Session {
                     }
                 }
                 Outgoing::Mark { name, .. } => {
-                    self.outbox
-                        .push_back(WsOut::Text(mark_json(&stream_sid, &name)));
+                    if let Some(stream_sid) = &self.stream_sid {
+                        self.outbox
+                            .push_back(WsOut::Text(mark_json(stream_sid, &name)));
+                    }
                 }
             }
         }
+        self.media_writer = Some(writer);
     }
 
     fn first_frame_sent(&mut self, at: Instant, turn: TurnId) {
