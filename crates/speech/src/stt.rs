@@ -21,7 +21,6 @@ use crate::channel::{Authorizer, connect_lazy};
 use crate::credentials::GoogleCredentials;
 use crate::error::SpeechError;
 use crate::proto::speech_v1::recognition_config::AudioEncoding;
-use crate::proto::speech_v1::speech_client::SpeechClient;
 use crate::proto::speech_v1::streaming_recognize_request::StreamingRequest;
 use crate::proto::speech_v1::{
     RecognitionConfig, SpeechContext, StreamingRecognitionConfig, StreamingRecognizeRequest,
@@ -156,7 +155,59 @@ pub enum SttEvent {
     },
 }
 
-type GrpcSpeechClient = SpeechClient<InterceptedService<Channel, Authorizer>>;
+type GrpcSpeechService = InterceptedService<Channel, Authorizer>;
+
+/// Bytes tonic reserves per stream for encoding requests and for decoding responses. Its
+/// default, 8 KiB each, was 16 KiB per call for ~800-byte requests and results of a few
+/// hundred bytes; buffers still grow for a larger message.
+const STT_CODEC_BUFFER_BYTES: usize = 1024;
+
+/// Prost encoding of `StreamingRecognize` with small per-stream buffers.
+#[derive(Debug, Clone, Copy, Default)]
+struct SttCodec;
+
+impl tonic::codec::Codec for SttCodec {
+    type Encode = StreamingRecognizeRequest;
+    type Decode = StreamingRecognizeResponse;
+    type Encoder = tonic_prost::ProstEncoder<StreamingRecognizeRequest>;
+    type Decoder = tonic_prost::ProstDecoder<StreamingRecognizeResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(stt_buffer_settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(stt_buffer_settings())
+    }
+}
+
+fn stt_buffer_settings() -> tonic::codec::BufferSettings {
+    // Yield threshold as tonic's default (32 KiB).
+    tonic::codec::BufferSettings::new(STT_CODEC_BUFFER_BYTES, 32 * 1024)
+}
+
+/// `Speech/StreamingRecognize`, as the generated client calls it but with [`SttCodec`].
+async fn streaming_recognize<S>(
+    service: GrpcSpeechService,
+    requests: S,
+) -> Result<tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>, tonic::Status>
+where
+    S: tokio_stream::Stream<Item = StreamingRecognizeRequest> + Send + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(service);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("speech channel not ready: {e}")))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/google.cloud.speech.v1.Speech/StreamingRecognize",
+    );
+    let mut request = tonic::IntoStreamingRequest::into_streaming_request(requests);
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "google.cloud.speech.v1.Speech",
+        "StreamingRecognize",
+    ));
+    grpc.streaming(request, path, SttCodec).await
+}
 
 /// A Speech-to-Text client. Cheap to clone; connects lazily on the first stream.
 #[derive(Debug, Clone)]
@@ -167,7 +218,7 @@ pub struct SttClient {
 #[derive(Debug)]
 struct SttShared {
     config: SttConfig,
-    client: GrpcSpeechClient,
+    service: GrpcSpeechService,
     runtime: tokio::runtime::Handle,
 }
 
@@ -182,11 +233,11 @@ impl SttClient {
         let (channel, authorizer) =
             connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeechError::NoRuntime)?;
-        let client = SpeechClient::with_interceptor(channel, authorizer);
+        let service = InterceptedService::new(channel, authorizer);
         Ok(Self {
             shared: Arc::new(SttShared {
                 config,
-                client,
+                service,
                 runtime,
             }),
         })
@@ -427,8 +478,7 @@ impl SttSession {
                 streaming_request: Some(StreamingRequest::AudioContent(audio)),
             }),
         );
-        let mut client = self.shared.client.clone();
-        let call = client.streaming_recognize(requests);
+        let call = streaming_recognize(self.shared.service.clone(), requests);
         let mut responses = tokio::select! {
             response = call => match response {
                 Ok(response) => response.into_inner(),
