@@ -270,3 +270,56 @@ fn each_channel_decodes_to_its_own_side_when_both_talk_at_once() {
         assert!((0.8..1.25).contains(&ratio), "energy ratio {ratio}");
     }
 }
+
+/// Nice value of each thread of this process whose name starts with `prefix`.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(prefix: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        // Pool workers are `recording-<index>`; the test binary's main thread is
+        // `recording-<hash>` cut to 15 bytes, five hex digits that may all be decimal ones.
+        if name.trim_end().len() >= 15 {
+            continue;
+        }
+        let Some(index) = name.trim_end().strip_prefix(prefix) else {
+            continue;
+        };
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, nice is field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        nice.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    nice
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn encoder_threads_run_below_the_calls_priority() {
+    let pool = RecordingPool::new(2).unwrap();
+    assert_eq!(pool.workers(), 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let nice = thread_nice_values("recording-");
+        if nice.len() >= 2
+            && nice
+                .iter()
+                .all(|&n| n == i64::from(crm::recording::RECORDING_THREAD_NICE))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recording threads' nice values: {nice:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
