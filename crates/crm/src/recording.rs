@@ -255,10 +255,7 @@ impl RecordingPool {
                 };
                 std::thread::Builder::new()
                     .name(format!("recording-{index}"))
-                    .spawn(move || {
-                        lower_this_thread_priority();
-                        worker.run(&rx);
-                    })
+                    .spawn(move || worker.run(&rx))
                     .map_err(|e| {
                         CrmError::RecordingEncode(format!(
                             "could not start a recording encoder thread ({e}); \
@@ -355,32 +352,6 @@ impl RecordingPool {
         })
     }
 }
-
-/// Nice value of the encoder threads: live calls come first. Encoding happens in batches, so a
-/// worker at normal priority held a core for milliseconds at a time and made the calls' own
-/// tasks wait for it (callsim's pacing p99 at 500 recorded calls); at nice 10 it yields to them
-/// and still gets about a tenth of a busy core, and a backlog it cannot clear is dropped and
-/// counted rather than delaying anyone's audio.
-pub const RECORDING_THREAD_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`RECORDING_THREAD_NICE`] (Linux: nice
-/// values are per thread). Best effort: failure is logged and the thread runs as it is.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn lower_this_thread_priority() {
-    // SAFETY: setpriority reads no memory of ours; PRIO_PROCESS with id 0 names the calling
-    // thread on Linux. The only effect is this thread's nice value.
-    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, RECORDING_THREAD_NICE) };
-    if status != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not lower the recording thread's priority; it runs at normal priority"
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_this_thread_priority() {}
 
 fn worker_gone() -> CrmError {
     CrmError::RecordingEncode("recording encoder thread ended unexpectedly".to_owned())
