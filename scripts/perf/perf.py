@@ -517,8 +517,10 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         load_body = render_load(reports, stopped_because, args)
         if reports:
-            (RESULTS / "load-latency.svg").write_text(render_svg(reports))
-            log(f"wrote {RESULTS / 'load-latency.svg'}")
+            plot = DOC.parent / "perf-load-latency.svg"
+            plot.write_text(render_svg(reports))
+            log(f"wrote {plot}")
+            load_body += f"\n![Latency distributions per load step]({plot.name})\n"
     write_doc(load_body, None if bench_rows is None else render_benches(bench_rows))
 
 
