@@ -115,6 +115,7 @@ pub fn build(
             alternative_language_codes: speech.stt_alt_languages.clone(),
             model: speech.stt_model.clone(),
             phrase_hints: speech.stt_phrase_hints.clone(),
+            streams_per_connection: speech.stt_streams_per_connection,
             ..SttConfig::default()
         },
         google_credentials.clone(),

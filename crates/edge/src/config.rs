@@ -167,6 +167,9 @@ pub struct SpeechSettings {
     pub stt_model: Option<String>,
     /// `STT_PHRASE_HINTS` (comma list).
     pub stt_phrase_hints: Vec<String>,
+    /// `STT_STREAMS_PER_CONNECTION` (default 100, 1..=1000): concurrent recognition streams on
+    /// one HTTP/2 connection to Google before another connection is opened.
+    pub stt_streams_per_connection: usize,
     /// `TTS_VOICE` (default `he-IL-Wavenet-A`).
     pub tts_voice: String,
     /// `TTS_LANGUAGE` (default: the voice's language, e.g. `he-IL`).
@@ -740,6 +743,11 @@ fn speech_settings(vars: &Vars) -> Result<SpeechSettings, ConfigError> {
         stt_alt_languages,
         stt_model: vars.string("STT_MODEL"),
         stt_phrase_hints: vars.list("STT_PHRASE_HINTS"),
+        stt_streams_per_connection: vars.number(
+            "STT_STREAMS_PER_CONNECTION",
+            100usize,
+            1..=1000,
+        )?,
         tts_voice,
         tts_language,
         tts_speaking_rate: vars.number("TTS_SPEAKING_RATE", 1.0f64, 0.25..=4.0)?,

@@ -72,6 +72,11 @@ pub struct SttConfig {
     pub reconnect_backoff_max: Duration,
     /// Consecutive failed attempts after which the session reports [`SttEvent::Failed`].
     pub max_reconnect_attempts: u32,
+    /// Recognition streams sharing one HTTP/2 connection before another connection is opened.
+    /// Google's front ends cap the concurrent streams of a connection (100 is the usual
+    /// figure); beyond the cap a new stream would wait for another call's stream to end, so
+    /// the client opens connections as calls need them.
+    pub streams_per_connection: usize,
 }
 
 impl Default for SttConfig {
@@ -90,6 +95,7 @@ impl Default for SttConfig {
             reconnect_backoff_initial: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(2),
             max_reconnect_attempts: 6,
+            streams_per_connection: 100,
         }
     }
 }
@@ -97,6 +103,9 @@ impl Default for SttConfig {
 impl SttConfig {
     fn validate(&self) -> Result<(), SpeechError> {
         let invalid = |problem: String| Err(SpeechError::InvalidConfig { problem });
+        if self.streams_per_connection == 0 {
+            return invalid("STT streams_per_connection must be at least 1".to_owned());
+        }
         if self.batch_ms == 0 || self.batch_ms * 8 > MAX_REQUEST_BYTES {
             return invalid(format!(
                 "STT batch_ms = {} must be between 1 and {} (requests must stay under 25 KB)",
@@ -218,8 +227,92 @@ pub struct SttClient {
 #[derive(Debug)]
 struct SttShared {
     config: SttConfig,
-    service: GrpcSpeechService,
+    credentials: Option<Arc<GoogleCredentials>>,
+    /// Open connections, each with its count of live streams; grows as calls need it.
+    connections: std::sync::Mutex<Vec<SttConnection>>,
     runtime: tokio::runtime::Handle,
+}
+
+/// One HTTP/2 connection to the speech endpoint and how many streams use it.
+#[derive(Debug)]
+struct SttConnection {
+    service: GrpcSpeechService,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A stream's place on a connection, given back when the stream ends.
+#[derive(Debug)]
+struct ConnectionLease {
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for ConnectionLease {
+    fn drop(&mut self) {
+        self.streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl SttShared {
+    /// A connection with room for one more stream: the first one under
+    /// `streams_per_connection`, or a new one. If a new one cannot be made (it was made once
+    /// with the same settings, so this is not expected), the least used is shared.
+    fn checkout(&self, call_id: &str) -> (GrpcSpeechService, ConnectionLease) {
+        use std::sync::atomic::Ordering;
+        let limit = self.config.streams_per_connection;
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let free = connections
+            .iter()
+            .position(|c| c.streams.load(Ordering::Relaxed) < limit);
+        let index = match free {
+            Some(index) => index,
+            None => match connect_lazy(
+                SPEECH_ENDPOINT_VAR,
+                &self.config.endpoint,
+                self.credentials.clone(),
+            ) {
+                Ok((channel, authorizer)) => {
+                    connections.push(SttConnection {
+                        service: InterceptedService::new(channel, authorizer),
+                        streams: Arc::default(),
+                    });
+                    tracing::info!(
+                        connections = connections.len(),
+                        streams_per_connection = limit,
+                        "STT: another HTTP/2 connection opened for more concurrent calls"
+                    );
+                    connections.len() - 1
+                }
+                Err(error) => {
+                    tracing::warn!(%call_id, %error, "STT: could not open another connection; sharing the least used one");
+                    connections
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, c)| c.streams.load(Ordering::Relaxed))
+                        .map_or(0, |(index, _)| index)
+                }
+            },
+        };
+        let connection = &connections[index];
+        connection.streams.fetch_add(1, Ordering::Relaxed);
+        (
+            connection.service.clone(),
+            ConnectionLease {
+                streams: Arc::clone(&connection.streams),
+            },
+        )
+    }
+
+    /// HTTP/2 connections open (for tests and metrics).
+    fn connection_count(&self) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl SttClient {
@@ -231,13 +324,17 @@ impl SttClient {
     ) -> Result<Self, SpeechError> {
         config.validate()?;
         let (channel, authorizer) =
-            connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials)?;
+            connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials.clone())?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeechError::NoRuntime)?;
-        let service = InterceptedService::new(channel, authorizer);
+        let first = SttConnection {
+            service: InterceptedService::new(channel, authorizer),
+            streams: Arc::default(),
+        };
         Ok(Self {
             shared: Arc::new(SttShared {
                 config,
-                service,
+                credentials,
+                connections: std::sync::Mutex::new(vec![first]),
                 runtime,
             }),
         })
@@ -246,6 +343,12 @@ impl SttClient {
     /// The configuration in use.
     pub fn config(&self) -> &SttConfig {
         &self.shared.config
+    }
+
+    /// HTTP/2 connections this client has opened so far (one per `streams_per_connection`
+    /// concurrent streams at the busiest moment).
+    pub fn connections(&self) -> usize {
+        self.shared.connection_count()
     }
 
     /// Starts a recognition session for `call_id` (used in log lines). The gRPC stream opens in
@@ -478,7 +581,9 @@ impl SttSession {
                 streaming_request: Some(StreamingRequest::AudioContent(audio)),
             }),
         );
-        let call = streaming_recognize(self.shared.service.clone(), requests);
+        // Held until this stream ends (any return below drops it).
+        let (service, _lease) = self.shared.checkout(&self.call_id);
+        let call = streaming_recognize(service, requests);
         let mut responses = tokio::select! {
             response = call => match response {
                 Ok(response) => response.into_inner(),

@@ -197,6 +197,45 @@ async fn queued_audio_older_than_a_batch_goes_out_with_the_next_frame() {
 }
 
 #[tokio::test]
+async fn calls_beyond_a_connections_stream_cap_get_another_connection() {
+    let script = SttScript {
+        final_every_bytes: Some(800),
+        ..SttScript::default()
+    };
+    // The server takes two streams per connection, like Google's front ends take about 100.
+    let (fake, endpoint) = FakeSpeech::start_with_stream_cap(script, Some(2)).await;
+    let stt_config = SttConfig {
+        streams_per_connection: 2,
+        ..config(endpoint)
+    };
+    let client = SttClient::new(stt_config, None).unwrap();
+    let mut calls: Vec<_> = (0..5).map(|i| client.start(&format!("CA_{i}"))).collect();
+    for call in &mut calls {
+        call.send_audio(&test_audio(800));
+    }
+    // Every call is recognized at once: none waits for another call's stream to end.
+    for call in &mut calls {
+        let event = next_event(call).await;
+        assert!(
+            matches!(event, SttEvent::Final { result_end, .. } if result_end == Duration::from_millis(100)),
+            "{event:?}"
+        );
+    }
+    assert_eq!(fake.recorded().len(), 5);
+    assert_eq!(client.connections(), 3, "five streams, two per connection");
+    // Streams that end give their place back: new calls reuse the open connections.
+    calls.truncate(1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut later = client.start("CA_later");
+    later.send_audio(&test_audio(800));
+    assert!(matches!(
+        next_event(&mut later).await,
+        SttEvent::Final { .. }
+    ));
+    assert_eq!(client.connections(), 3);
+}
+
+#[tokio::test]
 async fn streams_rotate_before_the_limit_without_losing_audio() {
     let script = SttScript {
         final_every_bytes: Some(1600),

@@ -107,6 +107,12 @@ pub struct FakeSpeech {
 impl FakeSpeech {
     /// Starts the stand-in; returns it (for its recordings) and its endpoint.
     pub async fn start(script: SttScript) -> (Self, String) {
+        Self::start_with_stream_cap(script, None).await
+    }
+
+    /// As [`start`](Self::start), advertising at most `cap` concurrent streams per HTTP/2
+    /// connection (as Google's front ends do).
+    pub async fn start_with_stream_cap(script: SttScript, cap: Option<u32>) -> (Self, String) {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let fake = Self {
             script,
@@ -114,7 +120,12 @@ impl FakeSpeech {
             ended_tx,
             ended_rx: Arc::new(tokio::sync::Mutex::new(ended_rx)),
         };
-        let endpoint = serve(Server::builder().add_service(SpeechServer::new(fake.clone()))).await;
+        let endpoint = serve(
+            Server::builder()
+                .max_concurrent_streams(cap)
+                .add_service(SpeechServer::new(fake.clone())),
+        )
+        .await;
         (fake, endpoint)
     }
 
