@@ -168,7 +168,14 @@ pub fn build(
     deps.events = Some(events.clone());
     deps.settings.responder_timeout = config.responder.llm_timeout;
     deps.settings.media_chunk = Duration::from_millis(u64::from(config.turn.media_out_chunk_ms));
-    deps.recordings_dir = config.recordings_dir.clone();
+    // Stored with each call and read back by the API, possibly after a restart from another
+    // working directory: keep the absolute path.
+    deps.recordings_dir = config.recordings_dir.as_deref().map(|dir| {
+        std::path::absolute(dir).unwrap_or_else(|error| {
+            tracing::warn!(dir = %dir.display(), %error, "RECORDINGS_DIR kept relative");
+            dir.to_path_buf()
+        })
+    });
     // Reject bad timings now (exit 2), not on the first call.
     deps.engine_config()
         .validate()

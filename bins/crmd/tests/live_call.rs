@@ -73,10 +73,8 @@ fn start_crmd(dir: &tempfile::TempDir, speech_addr: std::net::SocketAddr) -> Crm
             "DATABASE_URL",
             format!("sqlite://{}/crmd.sqlite", dir.path().display()),
         )
-        .env(
-            "RECORDINGS_DIR",
-            dir.path().join("recordings").display().to_string(),
-        )
+        // Relative to the working directory (the temp dir): crmd stores it made absolute.
+        .env("RECORDINGS_DIR", "recordings")
         .env("GOOGLE_SPEECH_ENDPOINT", &speech)
         .env("GOOGLE_TTS_ENDPOINT", &speech)
         .env("CRMD_API_TOKEN", API_TOKEN)
@@ -239,9 +237,13 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         .count();
     assert_eq!(agent_turns, 2, "greeting + answer: {detail:?}");
     let recording = detail.recording.expect("the call is recorded");
-    let bytes = std::fs::read(dir.path().join(&recording.path))
-        .or_else(|_| std::fs::read(&recording.path))
-        .unwrap();
+    let path = std::path::Path::new(&recording.path);
+    assert!(
+        path.is_absolute(),
+        "the stored recording path survives a restart from another directory: {path:?}"
+    );
+    assert!(path.starts_with(dir.path().canonicalize().unwrap()) || path.starts_with(dir.path()));
+    let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..4], b"OggS");
     store.close().await;
 }
