@@ -20,6 +20,15 @@ use crate::twilio_form::TwilioForm;
 /// How long a webhook waits for its CRM write before answering Twilio anyway (the write goes on).
 const CRM_WRITE_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a webhook's CRM write keeps being retried while the database is unavailable.
+const CRM_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// First pause before retrying a CRM write; it doubles up to [`CRM_RETRY_MAX_PAUSE`].
+const CRM_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// Longest pause between two tries of a CRM write.
+const CRM_RETRY_MAX_PAUSE: Duration = Duration::from_secs(10);
+
 /// `GET /`: 200 and a pointer to the useful endpoints (platforms that health-check `/` pass too).
 pub async fn root() -> &'static str {
     "crmd: see /healthz, /readyz and /version\n"
@@ -130,19 +139,53 @@ fn checked_call_sid(form: &TwilioForm) -> Result<String, RequestError> {
 }
 
 /// Runs a CRM write off the request task and waits for it at most [`CRM_WRITE_WAIT`]; a slow or
-/// failing database never costs Twilio its answer. Failures are logged with the call id.
-async fn crm_write<F>(what: &'static str, call_sid: &str, write: F)
+/// failing database never costs Twilio its answer. A write that fails because the database is
+/// unavailable (locked, restarting, unreachable) is tried again in the background, with a
+/// growing pause, for up to [`CRM_RETRY_FOR`]: a short outage does not lose the call or its
+/// caller's number. Every outcome is logged with the call id.
+async fn crm_write<F, Fut>(what: &'static str, call_sid: &str, mut write: F)
 where
-    F: std::future::Future<Output = Result<(), crm::CrmError>> + Send + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), crm::CrmError>> + Send + 'static,
 {
-    let task = tokio::spawn(write.in_current_span());
+    let sid = call_sid.to_owned();
+    let task = tokio::spawn(
+        async move {
+            let started = tokio::time::Instant::now();
+            let mut pause = CRM_RETRY_FIRST_PAUSE;
+            let mut attempts = 1u32;
+            loop {
+                match write().await {
+                    Ok(()) => {
+                        if attempts > 1 {
+                            tracing::info!(call_sid = %sid, attempts, "CRM: {what} stored after retries");
+                        }
+                        return;
+                    }
+                    Err(e) if e.is_transient() && started.elapsed() + pause <= CRM_RETRY_FOR => {
+                        tracing::warn!(
+                            call_sid = %sid, attempts, retry_in_ms = pause.as_millis() as u64,
+                            "CRM: {what} not stored yet, database unavailable: {e}"
+                        );
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(CRM_RETRY_MAX_PAUSE);
+                        attempts += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(call_sid = %sid, attempts, "CRM: {what} not stored: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
     match tokio::time::timeout(CRM_WRITE_WAIT, task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(call_sid, "CRM: {what} not stored: {e}"),
+        Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::error!(call_sid, "CRM: {what} task failed: {join}"),
         Err(_) => tracing::warn!(
             call_sid,
-            "CRM: {what} still running after {CRM_WRITE_WAIT:?}; answering Twilio"
+            "CRM: {what} still running after {CRM_WRITE_WAIT:?}; answering Twilio, it goes on in the background"
         ),
     }
 }
@@ -177,8 +220,9 @@ pub async fn incoming_call(
                 caller_name: form.get("CallerName").map(str::to_owned),
                 at_ms: now_ms(),
             };
-            crm_write("incoming call", &call_sid, async move {
-                store.record_incoming_call(&call).await.map(|_| ())
+            crm_write("incoming call", &call_sid, move || {
+                let (store, call) = (store.clone(), call.clone());
+                async move { store.record_incoming_call(&call).await.map(|_| ()) }
             })
             .await;
         }
@@ -216,8 +260,9 @@ pub async fn stream_status(
         );
         if let Some(store) = state.store().cloned() {
             let sid = call_sid.clone();
-            crm_write("stream event", &call_sid, async move {
-                store.record_stream_event(&sid, &event).await
+            crm_write("stream event", &call_sid, move || {
+                let (store, sid, event) = (store.clone(), sid.clone(), event.clone());
+                async move { store.record_stream_event(&sid, &event).await }
             })
             .await;
         }
@@ -243,15 +288,18 @@ pub async fn stream_ended(
         if let Some(store) = state.store().cloned() {
             let sid = call_sid.clone();
             let at_ms = now_ms();
-            crm_write("stream end", &call_sid, async move {
-                let event = crm::StreamEventRecord {
-                    kind: "stream-ended".to_owned(),
-                    stream_sid: None,
-                    error: None,
-                    at_ms,
-                };
-                store.record_stream_event(&sid, &event).await?;
-                store.mark_call_ended(&sid, at_ms, "completed").await
+            crm_write("stream end", &call_sid, move || {
+                let (store, sid) = (store.clone(), sid.clone());
+                async move {
+                    let event = crm::StreamEventRecord {
+                        kind: "stream-ended".to_owned(),
+                        stream_sid: None,
+                        error: None,
+                        at_ms,
+                    };
+                    store.record_stream_event(&sid, &event).await?;
+                    store.mark_call_ended(&sid, at_ms, "completed").await
+                }
             })
             .await;
         }

@@ -105,6 +105,55 @@ async fn incoming_call_returns_connect_stream_twiml_and_records_the_call() {
 }
 
 #[tokio::test]
+async fn a_call_arriving_while_the_database_is_locked_is_answered_and_stored_later() {
+    use sqlx::Connection;
+    let server = TestServer::start(&[]).await;
+    // Another writer holds the database longer than the store's 5 s busy timeout, so the
+    // first write fails with SQLITE_BUSY and has to be tried again.
+    let mut locker = sqlx::SqliteConnection::connect(&server.db_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let res = client()
+        .post(server.url("/webhook/incoming_call"))
+        .header("content-type", FORM)
+        .body(encode(CALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<Connect"));
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "Twilio is answered without waiting for the database"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert!(
+        server.store.get_call("CA_TEST_0001").await.is_err(),
+        "nothing could be written while the lock was held"
+    );
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let call = loop {
+        if let Ok(call) = server.store.get_call("CA_TEST_0001").await {
+            break call;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call was never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(call.from.as_deref(), Some("+972501234567"));
+    assert!(call.contact_id.is_some(), "the caller's contact is linked");
+    server.shut_down().await;
+}
+
+#[tokio::test]
 async fn without_public_base_url_the_forwarded_host_is_used() {
     let server = TestServer::start(&[]).await;
     let twiml = client()

@@ -75,6 +75,11 @@ impl TestServer {
         }
     }
 
+    /// The SQLite database the server writes to.
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}/crmd.sqlite", self._dir.path().display())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
