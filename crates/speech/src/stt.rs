@@ -240,6 +240,21 @@ struct SttConnection {
     streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl SttConnection {
+    /// A new, lazily connecting HTTP/2 connection to the configured endpoint.
+    fn open(
+        config: &SttConfig,
+        credentials: Option<Arc<GoogleCredentials>>,
+    ) -> Result<Self, SpeechError> {
+        let (channel, authorizer) =
+            connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials)?;
+        Ok(SttConnection {
+            service: InterceptedService::new(channel, authorizer),
+            streams: Arc::default(),
+        })
+    }
+}
+
 /// A stream's place on a connection, given back when the stream ends.
 #[derive(Debug)]
 struct ConnectionLease {
@@ -269,16 +284,9 @@ impl SttShared {
             .position(|c| c.streams.load(Ordering::Relaxed) < limit);
         let index = match free {
             Some(index) => index,
-            None => match connect_lazy(
-                SPEECH_ENDPOINT_VAR,
-                &self.config.endpoint,
-                self.credentials.clone(),
-            ) {
-                Ok((channel, authorizer)) => {
-                    connections.push(SttConnection {
-                        service: InterceptedService::new(channel, authorizer),
-                        streams: Arc::default(),
-                    });
+            None => match SttConnection::open(&self.config, self.credentials.clone()) {
+                Ok(connection) => {
+                    connections.push(connection);
                     tracing::info!(
                         connections = connections.len(),
                         streams_per_connection = limit,
@@ -323,13 +331,8 @@ impl SttClient {
         credentials: Option<Arc<GoogleCredentials>>,
     ) -> Result<Self, SpeechError> {
         config.validate()?;
-        let (channel, authorizer) =
-            connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials.clone())?;
+        let first = SttConnection::open(&config, credentials.clone())?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeechError::NoRuntime)?;
-        let first = SttConnection {
-            service: InterceptedService::new(channel, authorizer),
-            streams: Arc::default(),
-        };
         Ok(Self {
             shared: Arc::new(SttShared {
                 config,

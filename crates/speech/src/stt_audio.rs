@@ -238,6 +238,10 @@ impl SttAudioLedger {
     /// Forgets the oldest `len` bytes of the replay buffer (they stay counted on the timeline).
     fn drop_front(&mut self, len: usize) {
         let mut left = len.min(self.unconfirmed_len);
+        if left == 0 {
+            // Called on every request with nothing to drop: no rescan of the front.
+            return;
+        }
         self.unconfirmed_len -= left;
         // Cutting past the quiet prefix (a final, or the replay limit) leaves a new front
         // whose quietness is measured below.
