@@ -143,6 +143,63 @@ async fn greeting_plays_once_from_cache_and_the_reply_waits_for_end_of_utterance
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_script_reply_is_synthesized_once_and_replayed_from_the_phrase_cache() {
+    // Two questions with the same scripted answer (the opening-hours line has no `{name}`): the
+    // second answer plays in full without asking TTS again.
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec![
+                "What are your opening hours?".into(),
+                "When are you open?".into(),
+            ],
+            ..SttScript::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greeting_sig = h.signature(&h.greeting());
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::Silence(700),
+            Step::WaitUntilAgentDone,
+            Step::Silence(200),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let kinds: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("greeting", "played"),
+            ("reply", "played"),
+            ("reply", "played")
+        ]
+    );
+    let requests = h.tts_requests();
+    for sentence in [OPENING_HOURS_1, OPENING_HOURS_2] {
+        assert_eq!(
+            requests.iter().filter(|t| t.as_str() == sentence).count(),
+            1,
+            "{sentence:?} synthesized once: {requests:?}"
+        );
+        assert_eq!(
+            frames_with(&log, h.signature(sentence)),
+            2 * frames_for_ms(tts_ms(sentence)),
+            "{sentence:?} played whole in both replies"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_clears_at_once_and_no_more_audio_of_that_turn_is_sent() {
     let mut h = Harness::start(Options {
         stt: SttScript {

@@ -203,6 +203,10 @@ async fn streamed_deltas_come_out_sentence_by_sentence_with_context_in_the_reque
 
     let reply = r.respond(&CallerInput::Text("How much is it?".into()), &context());
     assert_eq!(reply.meta.intent, "llm");
+    assert!(
+        !reply.meta.fixed_text,
+        "generated text is never shared through the TTS cache"
+    );
     let sentences: Vec<String> = reply.chunks.map(|c| c.unwrap()).collect().await;
     assert_eq!(
         sentences,

@@ -45,6 +45,10 @@ async fn english_question_gets_english_reply() {
         &CallContext::voice("CA1"),
     );
     assert_eq!(reply.meta.intent, "opening_hours");
+    assert!(
+        reply.meta.fixed_text,
+        "a script line without a name is the same for every caller: its audio may be shared"
+    );
     let sentences = text_of(reply).await;
     assert!(
         sentences[0].starts_with("We're open Sunday"),
@@ -92,6 +96,10 @@ async fn booking_a_callback_records_phone_and_time_and_uses_the_name() {
     ctx.contact_phone = Some("+972501234567".to_string());
     let ask = r.respond(&say("Can you call me back later?"), &ctx);
     assert_eq!(ask.meta.intent, "book_callback");
+    assert!(
+        !ask.meta.fixed_text,
+        "a line with the caller's name is this caller's own: not shared through the TTS cache"
+    );
     assert_eq!(ask.awaiting, Some(AwaitedInput::CallbackTime));
     assert_eq!(
         text_of(ask).await,
@@ -114,6 +122,10 @@ async fn unknown_name_is_removed_from_the_hebrew_callback_prompt() {
     let r = responder();
     let reply = r.respond(&say("אפשר שתחזרו אליי?"), &CallContext::voice("CA3"));
     assert_eq!(reply.meta.intent, "book_callback");
+    assert!(
+        reply.meta.fixed_text,
+        "with no name known the line is what every nameless caller hears"
+    );
     assert_eq!(text_of(reply).await[0], "בשמחה.");
 }
 

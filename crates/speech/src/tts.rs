@@ -49,7 +49,8 @@ pub struct TtsConfig {
     /// Chirp 3 HD, support it; see [`voice_supports_streaming`]). If the service refuses the
     /// streaming call before any audio, the client falls back to one-shot synthesis.
     pub streaming: bool,
-    /// Number of (voice, rate, text) entries the cache keeps; the oldest is evicted first.
+    /// Number of (voice, rate, text) entries the cache keeps besides the pinned ones (see
+    /// [`TtsClient::synthesize_pinned`]); the oldest is evicted first.
     pub cache_capacity: usize,
     /// Deadline of one synthesis request, and the longest wait for the next streamed chunk.
     pub request_timeout: Duration,
@@ -289,7 +290,24 @@ impl TtsClient {
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.cache_key(text), audio.clone());
+            .insert(self.cache_key(text), audio.clone(), false);
+        Ok(audio)
+    }
+
+    /// Like [`TtsClient::synthesize_cached`], but the entry is pinned: never evicted, however
+    /// many other phrases pass through the cache. For the lines every call needs at once (the
+    /// greeting above all), so that a stream of other cached phrases cannot push them out and
+    /// make a caller wait for synthesis.
+    pub async fn synthesize_pinned(&self, text: &str) -> Result<Bytes, SpeechError> {
+        let audio = match self.cached(text) {
+            Some(audio) => audio,
+            None => self.synthesize(text).await?,
+        };
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.cache_key(text), audio.clone(), true);
         Ok(audio)
     }
 
@@ -399,9 +417,17 @@ struct CacheKey {
 /// Bounded (voice, rate, text) -> audio map; evicts the oldest insertion when full.
 #[derive(Debug)]
 struct PhraseCache {
+    /// How many unpinned entries are kept.
     capacity: usize,
-    entries: HashMap<CacheKey, Bytes>,
+    entries: HashMap<CacheKey, CacheEntry>,
+    /// Unpinned keys, oldest first (eviction order).
     insertion_order: VecDeque<CacheKey>,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    audio: Bytes,
+    pinned: bool,
 }
 
 impl PhraseCache {
@@ -414,17 +440,29 @@ impl PhraseCache {
     }
 
     fn get(&self, key: &CacheKey) -> Option<Bytes> {
-        self.entries.get(key).cloned()
+        self.entries.get(key).map(|entry| entry.audio.clone())
     }
 
-    fn insert(&mut self, key: CacheKey, audio: Bytes) {
-        if self.capacity == 0 {
+    /// Stores `audio` under `key`. A pinned entry stays until the client is dropped; an
+    /// unpinned one counts against `capacity` (oldest evicted first). Pinning an existing
+    /// entry takes it out of the eviction order; an unpinned insert never unpins.
+    fn insert(&mut self, key: CacheKey, audio: Bytes, pinned: bool) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.audio = audio;
+            if pinned && !entry.pinned {
+                entry.pinned = true;
+                self.insertion_order.retain(|k| k != &key);
+            }
             return;
         }
-        if self.entries.insert(key.clone(), audio).is_none() {
-            self.insertion_order.push_back(key);
+        if !pinned && self.capacity == 0 {
+            return;
         }
-        while self.entries.len() > self.capacity {
+        if !pinned {
+            self.insertion_order.push_back(key.clone());
+        }
+        self.entries.insert(key, CacheEntry { audio, pinned });
+        while self.insertion_order.len() > self.capacity {
             match self.insertion_order.pop_front() {
                 Some(oldest) => {
                     self.entries.remove(&oldest);
@@ -478,21 +516,50 @@ mod tests {
         assert_eq!(pieces.concat(), unbroken);
     }
 
-    #[test]
-    fn cache_evicts_the_oldest_entry() {
-        let key = |text: &str| CacheKey {
+    fn cache_key_for(text: &str) -> CacheKey {
+        CacheKey {
             voice: "v".into(),
             speaking_rate_bits: 1.0f64.to_bits(),
             text: text.into(),
-        };
+        }
+    }
+
+    #[test]
+    fn cache_evicts_the_oldest_entry() {
+        let key = cache_key_for;
         let mut cache = PhraseCache::new(2);
-        cache.insert(key("a"), Bytes::from_static(b"1"));
-        cache.insert(key("b"), Bytes::from_static(b"2"));
-        cache.insert(key("a"), Bytes::from_static(b"3"));
-        cache.insert(key("c"), Bytes::from_static(b"4"));
+        cache.insert(key("a"), Bytes::from_static(b"1"), false);
+        cache.insert(key("b"), Bytes::from_static(b"2"), false);
+        cache.insert(key("a"), Bytes::from_static(b"3"), false);
+        cache.insert(key("c"), Bytes::from_static(b"4"), false);
         assert_eq!(cache.get(&key("a")), None);
         assert_eq!(cache.get(&key("b")), Some(Bytes::from_static(b"2")));
         assert_eq!(cache.get(&key("c")), Some(Bytes::from_static(b"4")));
+    }
+
+    #[test]
+    fn pinned_entries_survive_any_number_of_other_phrases() {
+        let key = cache_key_for;
+        let mut cache = PhraseCache::new(2);
+        cache.insert(key("greeting"), Bytes::from_static(b"g"), true);
+        cache.insert(key("reply"), Bytes::from_static(b"r"), false);
+        // Pinning an entry that is already cached takes it out of the eviction order.
+        cache.insert(key("reply"), Bytes::from_static(b"r"), true);
+        // An unpinned insert of a pinned phrase does not unpin it.
+        cache.insert(key("greeting"), Bytes::from_static(b"g"), false);
+        for n in 0..100 {
+            cache.insert(key(&format!("other {n}")), Bytes::from_static(b"o"), false);
+        }
+        assert_eq!(cache.get(&key("greeting")), Some(Bytes::from_static(b"g")));
+        assert_eq!(cache.get(&key("reply")), Some(Bytes::from_static(b"r")));
+        assert_eq!(cache.get(&key("other 97")), None);
+        assert_eq!(cache.get(&key("other 98")), Some(Bytes::from_static(b"o")));
+        assert_eq!(cache.get(&key("other 99")), Some(Bytes::from_static(b"o")));
+        assert_eq!(
+            cache.entries.len(),
+            4,
+            "two pinned plus the capacity of two"
+        );
     }
 
     #[test]

@@ -131,8 +131,9 @@ impl CallDeps {
         config
     }
 
-    /// Synthesize the fixed lines into the TTS cache so the greeting plays the instant a call
-    /// starts (and reprompts/apology/goodbye need no network). Call once at startup; returns
+    /// Synthesize the fixed lines into the TTS cache, pinned (never evicted by other phrases),
+    /// so the greeting plays the instant a call starts (and reprompts/apology/goodbye need no
+    /// network). Call once at startup; returns
     /// how many lines are cached. Without TTS, does nothing.
     pub async fn warm_tts_cache(&self) -> Result<usize, SpeechError> {
         let Some(tts) = &self.tts else {
@@ -150,7 +151,7 @@ impl CallDeps {
         texts.extend(SentenceSplitter::split_all(&lines.fallback));
         let mut cached = 0;
         for text in texts.iter().filter(|t| !t.trim().is_empty()) {
-            tts.synthesize_cached(text).await?;
+            tts.synthesize_pinned(text).await?;
             cached += 1;
         }
         Ok(cached)

@@ -186,6 +186,9 @@ struct TurnRecord {
     previous_awaiting: Option<AwaitedInput>,
     agent_text: String,
     heard_text: Option<String>,
+    /// The responder's reply is fixed script text ([`crate::responder::ReplyMeta::fixed_text`]): its sentences are
+    /// synthesized through the shared phrase cache instead of once per call.
+    reply_fixed_text: bool,
     reply_requested_at: Option<Instant>,
     speech_end_at: Option<Instant>,
     first_synth_at: Option<Instant>,
@@ -209,6 +212,7 @@ impl TurnRecord {
             previous_awaiting: None,
             agent_text: String::new(),
             heard_text: None,
+            reply_fixed_text: false,
             reply_requested_at: None,
             speech_end_at: None,
             first_synth_at: None,
@@ -998,6 +1002,7 @@ impl Session {
         record.effects = reply.effects;
         record.previous_awaiting = previous_awaiting;
         record.reply_requested_at = Some(at);
+        record.reply_fixed_text = reply.meta.fixed_text;
         if matches!(input, CallerInput::Text(_)) {
             record.speech_end_at = speech_end_at;
             record.caller_last_voiced_twilio_ms = voiced;
@@ -1023,6 +1028,9 @@ impl Session {
         let record = self.record(turn, at);
         record.kind.get_or_insert(kind);
         record.first_synth_at.get_or_insert(at);
+        // Fixed lines (greeting, reprompts, ...) and fixed script replies recur across calls:
+        // one synthesis serves them all, and every call plays the same shared audio.
+        let use_cache = kind != UtteranceKind::Reply || record.reply_fixed_text;
         if !record.agent_text.is_empty() {
             record.agent_text.push(' ');
         }
@@ -1042,9 +1050,8 @@ impl Session {
             self.immediate.push_back(ImmediateTts::Done(turn));
             return;
         }
-        let scripted = kind != UtteranceKind::Reply;
         self.synth
-            .push_back(SynthJob::spawn(tts, turn, text, scripted));
+            .push_back(SynthJob::spawn(tts, turn, text, use_cache));
     }
 
     fn on_event(&mut self, at: Instant, event: Event) {

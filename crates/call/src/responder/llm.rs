@@ -254,6 +254,7 @@ impl Responder for LlmResponder {
             awaiting: None,
             meta: ReplyMeta {
                 intent: "llm".to_string(),
+                fixed_text: false,
             },
         }
     }

@@ -145,6 +145,10 @@ pub enum ResponderEffect {
 pub struct ReplyMeta {
     /// The matched intent (`"opening_hours"`, `"fallback"`, `"llm"`, ...).
     pub intent: String,
+    /// The text is a fixed line of a script that every caller in the same situation hears word
+    /// for word (no caller name, nothing generated): its audio may be cached and shared between
+    /// calls. `false` for generated text and for lines that carry the caller's name.
+    pub fixed_text: bool,
 }
 
 /// A stream of reply text chunks; each item is one sentence (or a sentence-sized piece).

@@ -312,11 +312,21 @@ impl ScriptedResponder {
         &self.script
     }
 
-    fn reply(text: String, intent: &str, effects: Vec<ResponderEffect>) -> Reply {
+    /// A reply from a script line; `template` may hold `{name}`. It counts as fixed text (its
+    /// audio cacheable across calls) when it is what a caller with no known name hears.
+    fn reply(
+        template: &str,
+        ctx: &CallContext,
+        intent: &str,
+        effects: Vec<ResponderEffect>,
+    ) -> Reply {
+        let text = fill_name(template, ctx.contact_name.as_deref());
+        let fixed_text = text == fill_name(template, None);
         let mut reply = Reply::from_text(
             &text,
             ReplyMeta {
                 intent: intent.to_string(),
+                fixed_text,
             },
         );
         reply.effects = effects;
@@ -330,9 +340,8 @@ impl ScriptedResponder {
             .or_else(|| intent.languages.get(&self.script.default_language))
             .or_else(|| intent.languages.values().next());
         let Some(spec) = spec else {
-            return self.fallback(language);
+            return self.fallback(language, ctx);
         };
-        let text = fill_name(&spec.reply, ctx.contact_name.as_deref());
         let mut effects = Vec::new();
         let mut awaiting = None;
         match intent.action {
@@ -341,14 +350,15 @@ impl ScriptedResponder {
             Some(IntentAction::EndCall) => effects.push(ResponderEffect::EndCall),
             None => {}
         }
-        let mut reply = Self::reply(text, &intent.name, effects);
+        let mut reply = Self::reply(&spec.reply, ctx, &intent.name, effects);
         reply.awaiting = awaiting;
         reply
     }
 
-    fn fallback(&self, language: &str) -> Reply {
+    fn fallback(&self, language: &str, ctx: &CallContext) -> Reply {
         Self::reply(
-            self.script.lines_for(language).fallback.clone(),
+            &self.script.lines_for(language).fallback,
+            ctx,
             "fallback",
             Vec::new(),
         )
@@ -391,7 +401,8 @@ impl ScriptedResponder {
             .or_else(|| intent.languages.get(&self.script.default_language))?;
         let done = spec.done.as_deref()?;
         Some(Self::reply(
-            fill_name(done, ctx.contact_name.as_deref()),
+            done,
+            ctx,
             &format!("{}_done", intent.name),
             vec![effect],
         ))
@@ -405,7 +416,7 @@ impl Responder for ScriptedResponder {
                 let language = self.script.reply_language(None);
                 match self.script.intents.iter().find(|i| i.dtmf == Some(*digit)) {
                     Some(intent) => self.answer_intent(intent, language, ctx),
-                    None => self.fallback(language),
+                    None => self.fallback(language, ctx),
                 }
             }
             CallerInput::Text(text) => {
@@ -419,7 +430,7 @@ impl Responder for ScriptedResponder {
                 }
                 match self.script.best_intent(text) {
                     Some(intent) => self.answer_intent(intent, language, ctx),
-                    None => self.fallback(language),
+                    None => self.fallback(language, ctx),
                 }
             }
         }
