@@ -16,6 +16,8 @@ const GRANULE_PER_FRAME: u64 = GRANULE_RATE_HZ * crate::FRAME_MS as u64 / 1000;
 const PACKETS_PER_PAGE: usize = 50;
 /// An Ogg page has at most 255 lacing values.
 const MAX_SEGMENTS_PER_PAGE: usize = 255;
+/// Bytes of an Ogg page header before its segment table.
+const PAGE_HEADER_BYTES: usize = 27;
 /// Lacing values one packet can need: libopus packets are at most 4000 bytes, 4000 / 255 + 1.
 const MAX_LACING_PER_PACKET: usize = 16;
 /// Fixed stream serial number ("crmd"): files hold a single logical stream, and a fixed value
@@ -51,7 +53,13 @@ static OGG_CRC_TABLE: [u32; 256] = {
 /// The Ogg page checksum of `page` (computed with its CRC field zeroed).
 #[must_use]
 pub fn ogg_crc32(page: &[u8]) -> u32 {
-    page.iter().fold(0_u32, |crc, &byte| {
+    ogg_crc32_update(0, page)
+}
+
+/// Continues an Ogg CRC over `bytes`: `ogg_crc32_update(ogg_crc32(a), b)` is the CRC of `a`
+/// followed by `b`, so a page's header and body need not be copied into one buffer.
+fn ogg_crc32_update(crc: u32, bytes: &[u8]) -> u32 {
+    bytes.iter().fold(crc, |crc, &byte| {
         (crc << 8) ^ OGG_CRC_TABLE[((crc >> 24) as u8 ^ byte) as usize]
     })
 }
@@ -75,7 +83,6 @@ pub struct OggOpusWriter<W: Write> {
     page_lacing: Vec<u8>,
     page_body: Vec<u8>,
     page_packets: usize,
-    page_bytes: Vec<u8>,
 }
 
 impl<W: Write> std::fmt::Debug for OggOpusWriter<W> {
@@ -121,7 +128,6 @@ impl<W: Write> OggOpusWriter<W> {
             page_lacing: Vec::with_capacity(MAX_SEGMENTS_PER_PAGE),
             page_body: Vec::new(),
             page_packets: 0,
-            page_bytes: Vec::new(),
         };
         let head = writer.opus_head(input_rate_hz);
         writer.add_packet(&head);
@@ -211,27 +217,48 @@ impl<W: Write> OggOpusWriter<W> {
         head
     }
 
+    /// Writes the page of the packets added since the last one: its header from a stack
+    /// buffer, then the body in place (no copy of the page into a buffer of its own).
     fn write_page(&mut self, header_type: u8, granule_position: u64) -> Result<(), Error> {
-        let page = &mut self.page_bytes;
-        page.clear();
-        page.extend_from_slice(b"OggS");
-        page.push(0); // stream structure version
-        page.push(header_type);
-        page.extend_from_slice(&granule_position.to_le_bytes());
-        page.extend_from_slice(&STREAM_SERIAL.to_le_bytes());
-        page.extend_from_slice(&self.page_sequence.to_le_bytes());
-        page.extend_from_slice(&0_u32.to_le_bytes()); // CRC, filled in below
-        page.push(self.page_lacing.len() as u8); // at most 255 by construction
-        page.extend_from_slice(&self.page_lacing);
-        page.extend_from_slice(&self.page_body);
-        let crc = ogg_crc32(page);
-        page[22..26].copy_from_slice(&crc.to_le_bytes());
-        self.sink.write_all(page)?;
+        let mut header = [0_u8; PAGE_HEADER_BYTES + MAX_SEGMENTS_PER_PAGE];
+        header[..4].copy_from_slice(b"OggS");
+        header[4] = 0; // stream structure version
+        header[5] = header_type;
+        header[6..14].copy_from_slice(&granule_position.to_le_bytes());
+        header[14..18].copy_from_slice(&STREAM_SERIAL.to_le_bytes());
+        header[18..22].copy_from_slice(&self.page_sequence.to_le_bytes());
+        // header[22..26]: the CRC, computed with these bytes zero and filled in below.
+        let segments = self.page_lacing.len().min(MAX_SEGMENTS_PER_PAGE);
+        header[26] = segments as u8; // at most 255 by construction
+        let header_len = PAGE_HEADER_BYTES + segments;
+        header[PAGE_HEADER_BYTES..header_len].copy_from_slice(&self.page_lacing[..segments]);
+        let crc = ogg_crc32_update(ogg_crc32(&header[..header_len]), &self.page_body);
+        header[22..26].copy_from_slice(&crc.to_le_bytes());
+        write_all_two(&mut self.sink, &header[..header_len], &self.page_body)?;
         self.page_sequence += 1;
         self.page_lacing.clear();
         self.page_body.clear();
         self.page_packets = 0;
         Ok(())
+    }
+}
+
+/// Writes `first` then `second`, in one vectored write when the sink takes both (a page is one
+/// system call on an unbuffered file), finishing with plain writes after a partial one.
+fn write_all_two<W: Write>(sink: &mut W, first: &[u8], second: &[u8]) -> std::io::Result<()> {
+    let written = loop {
+        let slices = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+        match sink.write_vectored(&slices) {
+            Ok(written) => break written,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if written < first.len() {
+        sink.write_all(&first[written..])?;
+        sink.write_all(second)
+    } else {
+        sink.write_all(second.get(written - first.len()..).unwrap_or_default())
     }
 }
 
@@ -273,10 +300,14 @@ pub const DEFAULT_MAX_SKEW_MS: u64 = 10_000;
 pub const MAX_TIMESTAMP_LEAD_MS: u64 = 10 * 60 * 1000;
 const SAMPLES_PER_MS: u64 = SAMPLE_RATE_HZ as u64 / 1000;
 
+/// Mu-law byte that decodes to 0: the silence gaps are filled with.
+const MULAW_SILENCE: u8 = 0xFF;
+
 #[derive(Debug, Default)]
 struct Track {
-    /// Decoded samples from the writer's cursor onwards.
-    samples: Vec<i16>,
+    /// Mu-law samples from the writer's cursor onwards, decoded only as frames are written
+    /// (half the memory of PCM for the skew window every call keeps).
+    samples: Vec<u8>,
 }
 
 /// Records a phone call as a stereo 8 kHz Ogg Opus file: caller on the left channel, agent on
@@ -412,13 +443,20 @@ impl<W: Write> StereoCallRecorder<W> {
             Side::Caller => &mut self.caller,
             Side::Agent => &mut self.agent,
         };
+        if track.samples.capacity() == 0 {
+            // Room for the skew window and a few chunks, so the buffer does not double past it.
+            let room = self.max_skew_samples.saturating_add(4 * FRAME_BYTES as u64);
+            track
+                .samples
+                .reserve_exact(usize::try_from(room).unwrap_or(usize::MAX).min(1 << 20));
+        }
         if position > end {
             let gap = (position - end) as usize;
-            track.samples.resize(track.samples.len() + gap, 0);
+            track
+                .samples
+                .resize(track.samples.len() + gap, MULAW_SILENCE);
         }
-        track
-            .samples
-            .extend(mulaw.iter().map(|&byte| crate::decode_sample(byte)));
+        track.samples.extend_from_slice(mulaw);
 
         let both_covered = self
             .track_end(Side::Caller)
@@ -434,8 +472,10 @@ impl<W: Write> StereoCallRecorder<W> {
         while self.written_samples + frame_len <= until {
             for (index, slot) in self.frame.chunks_exact_mut(2).enumerate() {
                 let at = consumed + index;
-                slot[0] = self.caller.samples.get(at).copied().unwrap_or(0);
-                slot[1] = self.agent.samples.get(at).copied().unwrap_or(0);
+                let caller = self.caller.samples.get(at).copied();
+                let agent = self.agent.samples.get(at).copied();
+                slot[0] = crate::decode_sample(caller.unwrap_or(MULAW_SILENCE));
+                slot[1] = crate::decode_sample(agent.unwrap_or(MULAW_SILENCE));
             }
             self.writer.write_frame(&self.frame)?;
             self.written_samples += frame_len;

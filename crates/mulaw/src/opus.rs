@@ -8,8 +8,10 @@ use crate::{Error, FRAME_MS};
 
 /// Rates Opus encodes/decodes natively (12 kHz is legal for libopus but unused here).
 pub const SUPPORTED_RATES_HZ: [u32; 4] = [8000, 16000, 24000, 48000];
-/// Largest packet libopus can produce for one frame (RFC 6716 recommends 4000 bytes).
-const MAX_PACKET_BYTES: usize = 4000;
+/// Largest packet one 20 ms frame can become: a single-frame (code 0) packet is a TOC byte and
+/// at most 1275 bytes of frame (RFC 6716, 3.2.1), so the 4000 bytes the RFC suggests for any
+/// packet would leave 2.7 KB of every encoder (one per recorded call) unused.
+const MAX_PACKET_BYTES: usize = 1 + 1275;
 /// Longest frame a packet can decode to: 120 ms.
 const MAX_FRAME_MS: usize = 120;
 /// Identical packets libopus must have produced for consecutive all-zero frames before

@@ -268,6 +268,51 @@ fn pages_reach_the_sink_while_the_stream_is_still_open() {
     run_opusinfo(&bytes);
 }
 
+/// A sink that takes at most 7 bytes per call (vectored or not), like a pipe or a full disk
+/// buffer: every page write is partial.
+#[derive(Default)]
+struct Trickle(Vec<u8>);
+
+impl Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(7);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut written = 0;
+        for buf in bufs {
+            let n = buf.len().min(7 - written);
+            self.0.extend_from_slice(&buf[..n]);
+            written += n;
+            if written == 7 {
+                break;
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn pages_written_in_pieces_are_byte_identical_to_pages_written_whole() {
+    let frames: Vec<Vec<i16>> = (0..75).map(|i| sine_frame(i, 440.0, 8000, 2)).collect();
+    let mut whole = OggOpusWriter::new(Vec::new(), 2, 8000).unwrap();
+    let mut pieces = OggOpusWriter::new(Trickle::default(), 2, 8000).unwrap();
+    for frame in &frames {
+        whole.write_frame(frame).unwrap();
+        pieces.write_frame(frame).unwrap();
+    }
+    let whole = whole.finish().unwrap();
+    let pieces = pieces.finish().unwrap().0;
+    assert_eq!(pieces, whole);
+    check_structure(&pieces);
+}
+
 #[test]
 fn an_empty_recording_is_still_a_valid_file() {
     let writer = OggOpusWriter::new(Vec::new(), 2, 8000).unwrap();
