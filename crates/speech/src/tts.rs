@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
+use tokio::sync::watch;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -89,6 +90,11 @@ struct TtsShared {
     config: TtsConfig,
     client: GrpcTtsClient,
     cache: Mutex<PhraseCache>,
+    /// Cache misses being synthesized, by key: a second caller of
+    /// [`TtsClient::synthesize_cached`] for the same phrase waits for the first one's audio
+    /// instead of sending its own request (a burst of calls reaching the same scripted line
+    /// costs one synthesis, not one per call).
+    in_flight: Mutex<HashMap<CacheKey, watch::Receiver<Option<Bytes>>>>,
 }
 
 impl TtsClient {
@@ -114,6 +120,7 @@ impl TtsClient {
                 config,
                 client,
                 cache,
+                in_flight: Mutex::default(),
             }),
         })
     }
@@ -281,17 +288,68 @@ impl TtsClient {
     }
 
     /// Like [`TtsClient::synthesize`], but serves and fills the (voice, rate, text) cache.
+    /// Concurrent misses for the same phrase share one request: the first caller synthesizes,
+    /// the others wait for its audio. If that request fails or is cancelled, each waiting caller
+    /// sends its own (so one failure is not handed to everyone).
     pub async fn synthesize_cached(&self, text: &str) -> Result<Bytes, SpeechError> {
         if let Some(audio) = self.cached(text) {
             return Ok(audio);
         }
+        let key = self.cache_key(text);
+        let joined = {
+            let mut in_flight = self
+                .shared
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match in_flight.get(&key) {
+                Some(pending) => Ok(pending.clone()),
+                // Synthesized and cached since the check above (by a request that has ended).
+                None if let Some(audio) = self.cached(text) => return Ok(audio),
+                None => {
+                    let (done, pending) = watch::channel(None);
+                    in_flight.insert(key.clone(), pending);
+                    Err(done)
+                }
+            }
+        };
+        let mut pending = match joined {
+            Ok(pending) => pending,
+            Err(done) => {
+                let leader = InFlight {
+                    shared: &self.shared,
+                    key,
+                    done,
+                };
+                return self.lead_synthesis(text, leader).await;
+            }
+        };
+        if let Ok(audio) = pending.wait_for(Option::is_some).await
+            && let Some(audio) = audio.as_ref()
+        {
+            return Ok(audio.clone());
+        }
+        // The shared request failed or was cancelled: try on our own.
         let audio = self.synthesize(text).await?;
+        self.insert_cached(text, audio.clone(), false);
+        Ok(audio)
+    }
+
+    async fn lead_synthesis(&self, text: &str, leader: InFlight<'_>) -> Result<Bytes, SpeechError> {
+        let audio = self.synthesize(text).await?;
+        // Cached before the in-flight entry goes (when `leader` drops), so a caller arriving in
+        // between finds one or the other.
+        self.insert_cached(text, audio.clone(), false);
+        leader.done.send_replace(Some(audio.clone()));
+        Ok(audio)
+    }
+
+    fn insert_cached(&self, text: &str, audio: Bytes, pinned: bool) {
         self.shared
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.cache_key(text), audio.clone(), false);
-        Ok(audio)
+            .insert(self.cache_key(text), audio, pinned);
     }
 
     /// Like [`TtsClient::synthesize_cached`], but the entry is pinned: never evicted, however
@@ -299,15 +357,8 @@ impl TtsClient {
     /// greeting above all), so that a stream of other cached phrases cannot push them out and
     /// make a caller wait for synthesis.
     pub async fn synthesize_pinned(&self, text: &str) -> Result<Bytes, SpeechError> {
-        let audio = match self.cached(text) {
-            Some(audio) => audio,
-            None => self.synthesize(text).await?,
-        };
-        self.shared
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.cache_key(text), audio.clone(), true);
+        let audio = self.synthesize_cached(text).await?;
+        self.insert_cached(text, audio.clone(), true);
         Ok(audio)
     }
 
@@ -414,7 +465,31 @@ struct CacheKey {
     text: String,
 }
 
-/// Bounded (voice, rate, text) -> audio map; evicts the oldest insertion when full.
+/// One cache miss being synthesized; dropping it (done, failed or cancelled) removes the
+/// in-flight entry, which wakes every waiter (with the audio, or to try on its own).
+struct InFlight<'a> {
+    shared: &'a TtsShared,
+    key: CacheKey,
+    done: watch::Sender<Option<Bytes>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|pending| pending.same_channel(&self.done.subscribe()))
+        {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
+/// Bounded (voice, rate, text) -> audio map; evicts the oldest unpinned insertion when full.
 #[derive(Debug)]
 struct PhraseCache {
     /// How many unpinned entries are kept.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{FakeTts, TtsScript, spoken};
 use futures::StreamExt;
 use speech::proto::texttospeech_v1::streaming_synthesize_request::StreamingRequest;
@@ -121,6 +123,66 @@ async fn cached_synthesis_calls_the_service_once_per_voice_rate_and_text() {
     assert_eq!(faster.cached(greeting), None);
     faster.synthesize_cached(greeting).await.unwrap();
     assert_eq!(fake.record.lock().unwrap().unary_requests.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_phrase_share_one_request() {
+    let (fake, endpoint) = FakeTts::start(TtsScript {
+        unary_delay: Some(Duration::from_millis(200)),
+        ..TtsScript::default()
+    })
+    .await;
+    let client = TtsClient::new(config(endpoint), None).unwrap();
+    let line = "We're open Sunday to Thursday from 8 to 6.";
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.synthesize_cached(line).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().unwrap());
+    }
+    assert!(answers.iter().all(|audio| audio == &answers[0]));
+    assert_eq!(answers[0].as_ref(), spoken(line).as_slice());
+    assert_eq!(
+        fake.record.lock().unwrap().unary_requests.len(),
+        1,
+        "twenty simultaneous misses, one synthesis"
+    );
+    assert_eq!(client.cached(line), Some(answers[0].clone()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_shared_request_leaves_the_waiters_to_synthesize_on_their_own() {
+    let (fake, endpoint) = FakeTts::start(TtsScript {
+        unary_delay: Some(Duration::from_millis(300)),
+        ..TtsScript::default()
+    })
+    .await;
+    let client = TtsClient::new(config(endpoint), None).unwrap();
+    let line = "Anything else I can help with?";
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move { client.synthesize_cached(line).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move { client.synthesize_cached(line).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The call that asked first hangs up (its synthesis job is aborted).
+    first.abort();
+    let audio = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter is not left hanging")
+        .unwrap()
+        .unwrap();
+    assert_eq!(audio.as_ref(), spoken(line).as_slice());
+    assert_eq!(fake.record.lock().unwrap().unary_requests.len(), 2);
+    assert_eq!(client.cached(line), Some(audio));
 }
 
 #[tokio::test]

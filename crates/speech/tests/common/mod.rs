@@ -321,6 +321,8 @@ pub struct TtsScript {
     pub streaming_chunk: usize,
     /// Send one streamed chunk, then nothing more while keeping the stream open.
     pub stall_streaming: bool,
+    /// Answer `SynthesizeSpeech` only after this long (a slow synthesis).
+    pub unary_delay: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -364,6 +366,9 @@ impl TextToSpeech for FakeTts {
             let mut record = self.record.lock().unwrap();
             record.unary_requests.push(request);
             record.authorizations.push(authorization);
+        }
+        if let Some(delay) = self.script.unary_delay {
+            tokio::time::sleep(delay).await;
         }
         if let Some(code) = self.script.fail_unary {
             return Err(Status::new(code, "stand-in failure"));
