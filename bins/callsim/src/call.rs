@@ -549,7 +549,9 @@ pub async fn run_call(
         silence_base64,
         options.record_agent_audio,
     );
-    let (mut sink, mut stream) = socket.split();
+    // One socket, not split halves: reads happen inside the `select!` and writes after it, so
+    // no lock is needed between them.
+    let mut socket = socket;
     session.handle_connected(Instant::now());
     if options.callbacks
         && let Some(url) = &connect.status_callback
@@ -564,6 +566,10 @@ pub async fn run_call(
     }
     let hard_deadline = tokio::time::Instant::now() + plan.max_duration + CALL_SLACK;
     let mut close_sent = false;
+    // One timer for the whole call, reset to the next wake-up, instead of two new timers per
+    // loop turn (the next frame and the hard deadline).
+    let timer = tokio::time::sleep_until(hard_deadline);
+    tokio::pin!(timer);
     loop {
         let mut aborted = false;
         let mut wrote = false;
@@ -571,11 +577,11 @@ pub async fn run_call(
             let sent = match outbound {
                 Outbound::Text(text) => {
                     wrote = true;
-                    sink.feed(Message::text(text)).await
+                    socket.feed(Message::text(text)).await
                 }
                 Outbound::Close => {
                     close_sent = true;
-                    sink.send(Message::Close(None)).await
+                    socket.send(Message::Close(None)).await
                 }
                 Outbound::Abort => {
                     aborted = true;
@@ -586,17 +592,26 @@ pub async fn run_call(
                 session.handle_socket_error(Instant::now(), e.to_string());
             }
         }
-        if wrote && let Err(e) = sink.flush().await {
+        if wrote && let Err(e) = socket.flush().await {
             session.handle_socket_error(Instant::now(), e.to_string());
         }
         if aborted || session.is_finished() {
             break;
         }
-        let wake = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let wake = session.poll_timeout().map_or(hard_deadline, |at| {
+            tokio::time::Instant::from_std(at).min(hard_deadline)
+        });
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             biased;
-            () = sleep_until_or_forever(wake) => {}
-            message = stream.next() => {
+            () = &mut timer => {
+                if tokio::time::Instant::now() >= hard_deadline {
+                    session.handle_socket_error(Instant::now(), "the call exceeded its time bound".to_owned());
+                }
+            }
+            message = socket.next() => {
                 let now = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => session.handle_agent_text(now, text.as_str()),
@@ -606,16 +621,13 @@ pub async fn run_call(
                     Some(Err(e)) => session.handle_socket_error(now, e.to_string()),
                 }
             }
-            () = tokio::time::sleep_until(hard_deadline) => {
-                session.handle_socket_error(Instant::now(), "the call exceeded its time bound".to_owned());
-            }
         }
     }
     let ended_at = Instant::now();
     if close_sent {
         // Read until the server's close (bounded), so the server sees an orderly end.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
@@ -624,8 +636,7 @@ pub async fn run_call(
         .await;
     }
     // Dropping both halves closes the TCP connection (without a close frame after an abort).
-    drop(sink);
-    drop(stream);
+    drop(socket);
 
     if options.callbacks {
         if let Some(url) = &connect.status_callback {
@@ -674,13 +685,6 @@ pub async fn run_call(
         report,
         agent_audio: session.take_recording(),
     })
-}
-
-async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A caller plan for `callsim call`.
