@@ -5,13 +5,21 @@
 # the usual tools). Starts a fresh stand-in and crmd on free loopback ports, runs
 # `callsim load --calls CALLS --ramp 8 --duration 25 --barge-in-every 2 --redial`, stops both
 # (by pid) and prints one summary line; the JSON report stays in target/perf/ab/LABEL-CALLS/.
+# AB_RESPONDER=llm answers with the stand-in's OpenAI-compatible model (replies generated per
+# call, so no phrase-cache sharing) instead of the scripted responder.
 set -eu
 BIN=$1; N=$2; LABEL=$3
 cd "$(dirname "$0")/../.."
 D=$PWD/target/perf/ab/$LABEL-$N; rm -rf "$D"; mkdir -p "$D"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-SP=$(free_port); CP=$(free_port)
-"$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 > "$D/standin.log" 2>&1 &
+SP=$(free_port); CP=$(free_port); LP=$(free_port)
+if [ "${AB_RESPONDER:-scripted}" = llm ]; then
+  set -- --llm-listen 127.0.0.1:"$LP"
+  export RESPONDER=llm LLM_BASE_URL="http://127.0.0.1:$LP/v1" LLM_MODEL=standin
+else
+  set --
+fi
+"$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 "$@" > "$D/standin.log" 2>&1 &
 SPID=$!
 sleep 0.5
 PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \

@@ -61,10 +61,15 @@ impl Crmd {
     }
 }
 
-fn start_crmd(dir: &tempfile::TempDir, speech_addr: std::net::SocketAddr) -> Crmd {
+fn start_crmd(
+    dir: &tempfile::TempDir,
+    speech_addr: std::net::SocketAddr,
+    extra_env: &[(&str, String)],
+) -> Crmd {
     let speech = format!("http://{speech_addr}");
     let mut child = Command::new(BIN)
         .env_clear()
+        .envs(extra_env.iter().map(|(name, value)| (*name, value)))
         .current_dir(dir.path())
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", "0")
@@ -120,7 +125,7 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
     ));
 
     let dir = tempfile::tempdir().unwrap();
-    let crmd = start_crmd(&dir, speech_addr);
+    let crmd = start_crmd(&dir, speech_addr, &[]);
     crmd.wait_for_line("call handler ready mode=Live", Duration::from_secs(10))
         .await;
     crmd.wait_for_line("TTS cache warmed", Duration::from_secs(20))
@@ -245,5 +250,114 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
     assert!(path.starts_with(dir.path().canonicalize().unwrap()) || path.starts_with(dir.path()));
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..4], b"OggS");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_responder_answers_a_live_call_through_the_binary() {
+    // Google and an OpenAI-compatible model, both played by the stand-in.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let speech_addr = listener.local_addr().unwrap();
+    tokio::spawn(speech_standin::serve(
+        listener,
+        StandinOptions {
+            transcripts: vec![QUESTION.to_owned()],
+            voice: ToneVoice {
+                chars_per_second: 60.0,
+            },
+            ..StandinOptions::default()
+        },
+    ));
+    let llm_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let llm_addr = llm_listener.local_addr().unwrap();
+    let llm_stats = Arc::new(speech_standin::llm::LlmStats::default());
+    tokio::spawn(speech_standin::llm::serve_llm(
+        llm_listener,
+        speech_standin::llm::LlmStandinOptions {
+            first_token: Duration::from_millis(50),
+            ..speech_standin::llm::LlmStandinOptions::default()
+        },
+        Arc::clone(&llm_stats),
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let crmd = start_crmd(
+        &dir,
+        speech_addr,
+        &[
+            ("RESPONDER", "llm".to_owned()),
+            ("LLM_BASE_URL", format!("http://{llm_addr}/v1")),
+            ("LLM_MODEL", "standin".to_owned()),
+        ],
+    );
+    crmd.wait_for_line("call handler ready mode=Live", Duration::from_secs(10))
+        .await;
+    crmd.wait_for_line("TTS cache warmed", Duration::from_secs(20))
+        .await;
+
+    let mut options =
+        CallOptions::new(Target::parse(&format!("http://127.0.0.1:{}", crmd.port)).unwrap());
+    options.auth_token = Some(AUTH_TOKEN.to_owned());
+    let plan = Arc::new(call_plan(vec![
+        Step::Listen(Duration::from_secs(15)),
+        Step::Say(Arc::new(CallerClip::tone(QUESTION))),
+        Step::Listen(Duration::from_secs(15)),
+    ]));
+    let report = run_call(
+        &http_client(),
+        &options,
+        plan,
+        new_identity(),
+        silence_payload_base64().into(),
+    )
+    .await
+    .unwrap()
+    .report;
+    assert_eq!(report.ended_by, Ending::Stopped, "{report:?}");
+    assert_eq!(report.greetings, 1, "{report:?}");
+    assert_eq!(report.turn_latencies_ms.len(), 1, "{report:?}");
+    assert_eq!(report.utterances_without_reply, 0, "{report:?}");
+    assert_eq!(
+        llm_stats
+            .completions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one caller turn, one completion"
+    );
+    crmd.wait_for_line("call session finished", Duration::from_secs(10))
+        .await;
+
+    // The model's words, not a scripted line, are what the caller heard and the CRM keeps.
+    let status = Command::new("kill")
+        .args(["-TERM", &crmd.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut crmd = crmd;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while crmd.child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "crmd did not exit after SIGTERM:\n{}",
+            crmd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = crm::Store::connect(&format!("sqlite://{}/crmd.sqlite", dir.path().display()))
+        .await
+        .unwrap();
+    let detail = store.get_call_with_turns(&report.call_sid).await.unwrap();
+    let agent_texts: Vec<&str> = detail
+        .turns
+        .iter()
+        .filter(|t| t.speaker == crm::Speaker::Agent)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(agent_texts.len(), 2, "greeting + answer: {detail:?}");
+    assert_eq!(
+        agent_texts[1],
+        speech_standin::llm::CANNED_REPLIES[0],
+        "{detail:?}"
+    );
     store.close().await;
 }

@@ -21,6 +21,7 @@
 //! latency. It is cheap by construction: no task per stream, no allocation per request beyond
 //! the decoded samples, and a small cache for repeated synthesis.
 
+pub mod llm;
 pub mod segmenter;
 mod stt;
 pub mod tone;

@@ -37,6 +37,13 @@ struct Args {
     /// Seconds of audio after which a recognition stream ends with OUT_OF_RANGE (Google: 305).
     #[arg(long, default_value_t = 305)]
     stream_limit_s: u64,
+    /// Also serve an OpenAI-compatible Chat Completions stand-in here (for `RESPONDER=llm`:
+    /// `LLM_BASE_URL=http://ADDR/v1 LLM_MODEL=standin`).
+    #[arg(long)]
+    llm_listen: Option<SocketAddr>,
+    /// The Chat Completions stand-in's time to first token, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    llm_first_token_ms: u64,
     /// Log a line of counters this often (seconds; 0 = never).
     #[arg(long, default_value_t = 10)]
     stats_every_s: u64,
@@ -77,7 +84,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args.listen, options, args.stats_every_s)) {
+    let llm = args.llm_listen.map(|addr| {
+        (
+            addr,
+            speech_standin::llm::LlmStandinOptions {
+                first_token: Duration::from_millis(args.llm_first_token_ms),
+                ..speech_standin::llm::LlmStandinOptions::default()
+            },
+        )
+    });
+    match runtime.block_on(run(args.listen, options, llm, args.stats_every_s)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("speech-standin: {e}");
@@ -89,8 +105,24 @@ fn main() -> ExitCode {
 async fn run(
     listen: SocketAddr,
     options: StandinOptions,
+    llm: Option<(SocketAddr, speech_standin::llm::LlmStandinOptions)>,
     stats_every_s: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some((addr, llm_options)) = llm {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for the LLM stand-in: {e}"))?;
+        tracing::info!(
+            "LLM stand-in listening: set RESPONDER=llm LLM_BASE_URL=http://{}/v1 LLM_MODEL=standin",
+            listener.local_addr()?
+        );
+        let stats = Arc::default();
+        tokio::spawn(async move {
+            if let Err(e) = speech_standin::llm::serve_llm(listener, llm_options, stats).await {
+                tracing::error!("the LLM stand-in stopped: {e}");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
