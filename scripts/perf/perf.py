@@ -431,6 +431,11 @@ target/release/callsim load --url http://127.0.0.1:8080 --auth-token t --calls 5
 
 `callsim call --script steps.toml` runs a scripted call (say / say_text / wait_ms / listen_ms / dtmf /
 interrupt_after_ms / hangup_without_stop; see `bins/callsim/src/steps.rs`).
+
+LLM replies instead of the scripted responder: give the stand-in `--llm-listen 127.0.0.1:50052` (an
+OpenAI-compatible Chat Completions stand-in streaming canned replies; `--llm-first-token-ms`, default
+300) and crmd `RESPONDER=llm LLM_BASE_URL=http://127.0.0.1:50052/v1 LLM_MODEL=standin`. One load step
+either way, before/after: `[AB_RESPONDER=llm] [RECORDINGS_DIR=] scripts/perf/ab.sh BIN_DIR CALLS LABEL`.
 """
 
 

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use call::{CallEvent, EndReason, HangupOutcome, ResponderEffect};
@@ -197,6 +198,165 @@ async fn a_fixed_script_reply_is_synthesized_once_and_replayed_from_the_phrase_c
             "{sentence:?} played whole in both replies"
         );
     }
+}
+
+/// Generated-looking sentences of 150 characters: 1.5 s of stand-in audio each.
+fn long_sentences(count: usize) -> Vec<String> {
+    (1..=count)
+        .map(|n| {
+            let mut sentence = format!("Sentence {n} of a long generated answer");
+            while sentence.len() < 149 {
+                sentence.push_str(" and more");
+            }
+            sentence.truncate(149);
+            sentence.push('.');
+            sentence
+        })
+        .collect()
+}
+
+/// Answers everything with one long reply that is not fixed script text (like an LLM's).
+#[derive(Debug)]
+struct LongReplyResponder {
+    sentences: Vec<String>,
+    lines: call::responder::FixedLines,
+}
+
+impl LongReplyResponder {
+    fn new(sentences: Vec<String>) -> Self {
+        let built_in = call::ScriptedResponder::built_in().unwrap();
+        LongReplyResponder {
+            sentences,
+            lines: call::Responder::fixed_lines(&built_in).clone(),
+        }
+    }
+}
+
+impl call::Responder for LongReplyResponder {
+    fn respond(
+        &self,
+        _input: &call::responder::CallerInput,
+        _ctx: &call::responder::CallContext,
+    ) -> call::responder::Reply {
+        call::responder::Reply::from_text(
+            &self.sentences.join(" "),
+            call::ReplyMeta {
+                intent: "long".into(),
+                fixed_text: false,
+            },
+        )
+    }
+
+    fn fixed_lines(&self) -> &call::responder::FixedLines {
+        &self.lines
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_is_synthesized_just_ahead_of_playback_and_plays_without_gaps() {
+    let sentences = long_sentences(4);
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["Tell me everything.".into()],
+            ..SttScript::default()
+        },
+        responder: Some(Arc::new(LongReplyResponder::new(sentences.clone()))),
+        ..Options::default()
+    })
+    .await;
+    let greeting_sig = h.signature(&h.greeting());
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::WaitUntilAgentDone,
+            Step::Silence(200),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let kinds: Vec<(&str, &str)> = summary.turns.iter().map(|t| (t.kind, t.outcome)).collect();
+    assert_eq!(kinds, vec![("greeting", "played"), ("reply", "played")]);
+    // Every sentence synthesized once and played whole, in order.
+    let requests = h.tts_requests();
+    let mut first_frame_of = Vec::new();
+    for sentence in &sentences {
+        assert_eq!(
+            requests.iter().filter(|t| *t == sentence).count(),
+            1,
+            "{requests:?}"
+        );
+        let signature = h.signature(sentence);
+        assert_eq!(frames_with(&log, signature), frames_for_ms(1_500));
+        first_frame_of.push(log.frames.iter().position(|f| f.signature == signature));
+    }
+    assert!(
+        first_frame_of.windows(2).all(|w| w[0] < w[1]),
+        "{first_frame_of:?}"
+    );
+    // No gap in the 6 s of reply audio: deferred synthesis was always ready in time. Frames
+    // arrive paced in real time; 100 ms covers the scheduling jitter of a busy test machine.
+    let reply_sigs = h.signatures_of(&sentences.iter().map(String::as_str).collect::<Vec<_>>());
+    let reply_frames: Vec<_> = log
+        .frames
+        .iter()
+        .filter(|f| reply_sigs.contains(&f.signature))
+        .collect();
+    let widest = reply_frames
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap();
+    assert!(widest <= Duration::from_millis(120), "gap of {widest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentences_an_interrupting_caller_never_reaches_are_never_synthesized() {
+    let sentences = long_sentences(8);
+    let mut h = Harness::start(Options {
+        stt: SttScript {
+            utterances: vec!["Tell me everything.".into(), "Stop, thanks.".into()],
+            ..SttScript::default()
+        },
+        responder: Some(Arc::new(LongReplyResponder::new(sentences.clone()))),
+        ..Options::default()
+    })
+    .await;
+    let greeting_sig = h.signature(&h.greeting());
+    let log = run_twilio_client(
+        &h.ws_url,
+        vec![
+            Step::WaitUntilAgentDone,
+            Step::Speak(800),
+            Step::WaitForAudioOtherThan(vec![greeting_sig]),
+            Step::Silence(300),
+            Step::Speak(600),
+            Step::Silence(1_000),
+        ],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    assert_eq!(log.clears.len(), 1, "one barge-in");
+    assert_eq!(summary.turns[1].outcome, "interrupted");
+    // A 12 s reply interrupted in its first second: only the sentences within the 3 s
+    // synthesis look-ahead (and the one after) were ever requested; the rest cost nothing.
+    let requests = h.tts_requests();
+    let requested: Vec<usize> = sentences
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| requests.contains(s))
+        .map(|(n, _)| n + 1)
+        .collect();
+    assert!(
+        requested.len() <= 4 && requested.first() == Some(&1),
+        "sentences synthesized: {requested:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

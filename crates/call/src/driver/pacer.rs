@@ -231,6 +231,23 @@ impl Pacer {
         }
     }
 
+    /// How long until Twilio will have played everything queued here and sent so far: the
+    /// audio still queued plus what was sent and has not played yet (zero when idle).
+    pub fn audio_ahead(&self, now: Instant) -> Duration {
+        let queued: u64 = self
+            .queue
+            .iter()
+            .map(|item| match item {
+                Outgoing::Media { payload, .. } => payload.len() as u64,
+                Outgoing::Mark { .. } => 0,
+            })
+            .sum();
+        let sent_unplayed = self
+            .playout_end()
+            .map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+        sent_unplayed + mulaw_span(queued)
+    }
+
     /// Whether anything is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -255,6 +272,36 @@ mod tests {
 
     fn audio(ms: usize) -> Bytes {
         Bytes::from(vec![0x55u8; ms * 8])
+    }
+
+    #[test]
+    fn audio_ahead_counts_queued_and_sent_but_unplayed_audio() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Duration::from_millis(80));
+        assert_eq!(p.audio_ahead(t0), Duration::ZERO);
+        p.push_audio(TurnId(1), &audio(1_000));
+        p.push_mark(TurnId(1), "m".into());
+        assert_eq!(p.audio_ahead(t0), Duration::from_millis(1_000));
+        // Everything due within the 80 ms lead goes out at t0: five frames, still unplayed.
+        while p.poll_send(t0).is_some() {}
+        assert_eq!(p.audio_ahead(t0), Duration::from_millis(1_000));
+        // Driven every 20 ms for 500 ms: half has played, whatever was sent meanwhile.
+        let later = t0 + Duration::from_millis(500);
+        for tick in 1..=25 {
+            while p.poll_send(t0 + Duration::from_millis(20 * tick)).is_some() {}
+        }
+        assert_eq!(p.audio_ahead(later), Duration::from_millis(500));
+        // A stall (nothing polled for seconds) leaves the unsent rest ahead; it starts a new run.
+        let stalled = t0 + Duration::from_secs(5);
+        while p.poll_send(stalled).is_some() {}
+        assert_eq!(p.audio_ahead(stalled), Duration::from_millis(400));
+        let mut end = stalled;
+        for _ in 0..20 {
+            end += Duration::from_millis(20);
+            while p.poll_send(end).is_some() {}
+        }
+        assert!(p.is_empty());
+        assert_eq!(p.audio_ahead(end), Duration::ZERO);
     }
 
     /// Drive the pacer at exactly its own deadlines and return the send times of media frames.

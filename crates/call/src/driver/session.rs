@@ -35,6 +35,14 @@ const MAX_LOGGED_PROTOCOL_ERRORS: u32 = 5;
 const RECORDING_QUEUE_CHUNKS: usize = 1_000;
 /// Longest wait for the recording encoder to drain and close the file at the end of a call.
 const RECORDING_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply's next sentence is sent to synthesis only once less than this much audio is left to
+/// play: a long reply is not held in memory whole, and sentences the caller interrupts before
+/// they are needed are never synthesized (nor billed). TTS answers a sentence in well under a
+/// second, so 3 s keeps playback gapless.
+const SYNTH_LOOKAHEAD: Duration = Duration::from_secs(3);
+/// Synthesis requests one call keeps in flight at most (the sentence playing next and the one
+/// after it).
+const SYNTH_MAX_RUNNING: usize = 2;
 /// Longest task text stored from a call (the CRM refuses longer ones).
 const MAX_TASK_TEXT_CHARS: usize = 4_000;
 
@@ -151,6 +159,15 @@ impl SynthJob {
     }
 }
 
+/// A `Synthesize` not started yet: it waits for the audio ahead to fall under
+/// [`SYNTH_LOOKAHEAD`] (see [`Session::start_due_synthesis`]).
+#[derive(Debug)]
+struct WaitingSynth {
+    turn: TurnId,
+    text: String,
+    use_cache: bool,
+}
+
 /// The responder's reply being streamed.
 struct ActiveReply {
     turn: TurnId,
@@ -253,6 +270,13 @@ struct Session {
     stt_failures: u32,
     reply: Option<ActiveReply>,
     synth: VecDeque<SynthJob>,
+    /// Sentences after the running jobs, in order, not yet sent to synthesis.
+    synth_waiting: VecDeque<WaitingSynth>,
+    /// When synthesis last made progress (a job started, audio or its end arrived): a waiting
+    /// sentence starts at the latest [`Session::synth_progress_guard`] after it, whatever the
+    /// audio ahead, so the engine's `response_timeout_ms` never sees synthesis stall.
+    synth_progress_at: Instant,
+    synth_progress_guard: Duration,
     pacer: Pacer,
     outbox: VecDeque<WsOut>,
     immediate: VecDeque<ImmediateTts>,
@@ -393,6 +417,8 @@ impl Session {
         let lead = deps.settings.playout_lead;
         let media_chunk = deps.settings.media_chunk;
         let next_ping_at = now() + deps.settings.keepalive_interval;
+        let synth_progress_guard =
+            Duration::from_millis(u64::from(deps.turn_config.response_timeout_ms / 4));
         Session {
             deps,
             engine,
@@ -408,6 +434,9 @@ impl Session {
             stt_failures: 0,
             reply: None,
             synth: VecDeque::new(),
+            synth_waiting: VecDeque::new(),
+            synth_progress_at: now(),
+            synth_progress_guard,
             pacer: Pacer::new(lead).with_chunk(media_chunk),
             outbox: VecDeque::new(),
             immediate: VecDeque::new(),
@@ -483,6 +512,7 @@ impl Session {
             let at = now();
             self.drain(at);
             self.pump_audio(at);
+            self.start_due_synthesis(at);
             self.feed_recording(at);
             if let Err(detail) = self.flush(&mut socket).await
                 && self.end.is_none()
@@ -506,6 +536,8 @@ impl Session {
             self.started_at.map(|_| self.next_ping_at),
             self.stt_reopen_at,
             self.reply.as_ref().and_then(|r| r.first_chunk_deadline),
+            (!self.synth_waiting.is_empty())
+                .then(|| self.synth_progress_at + self.synth_progress_guard),
             match self.ending {
                 Ending::HangingUp { deadline, .. } => Some(deadline),
                 Ending::Running => None,
@@ -786,6 +818,7 @@ impl Session {
     }
 
     fn handle_synth(&mut self, at: Instant, turn: TurnId, msg: Option<SynthMsg>) {
+        self.synth_progress_at = at;
         match msg {
             Some(SynthMsg::Audio(audio)) => {
                 self.utterance_audio_bytes += audio.len() as u64;
@@ -929,8 +962,9 @@ impl Session {
             Action::CancelSynthesis { turn } => {
                 // The engine runs one agent turn at a time, so every job belongs to `turn`
                 // (or to an older, already stale one): drop them all, aborting their requests.
-                tracing::debug!(%turn, jobs = self.synth.len(), "synthesis cancelled");
+                tracing::debug!(%turn, jobs = self.synth.len(), waiting = self.synth_waiting.len(), "synthesis cancelled");
                 self.synth.clear();
+                self.synth_waiting.clear();
                 self.utterance_audio_bytes = 0;
                 self.immediate
                     .retain(|input| !matches!(input, ImmediateTts::Audio(t, _) | ImmediateTts::Done(t) | ImmediateTts::Failed(t) if *t == turn));
@@ -1043,6 +1077,7 @@ impl Session {
         };
         // Jobs deliver in order, so a cached line can skip the queue only when it is empty.
         if self.synth.is_empty()
+            && self.synth_waiting.is_empty()
             && let Some(audio) = tts.cached(&text)
         {
             tracing::debug!(%turn, "synthesis served from the TTS cache");
@@ -1050,8 +1085,40 @@ impl Session {
             self.immediate.push_back(ImmediateTts::Done(turn));
             return;
         }
-        self.synth
-            .push_back(SynthJob::spawn(tts, turn, text, use_cache));
+        self.synth_waiting.push_back(WaitingSynth {
+            turn,
+            text,
+            use_cache,
+        });
+        self.start_due_synthesis(at);
+    }
+
+    /// Starts waiting sentences, in order, while fewer than [`SYNTH_MAX_RUNNING`] run and less
+    /// than [`SYNTH_LOOKAHEAD`] of audio is left to play (or synthesis has made no progress for
+    /// the guard interval).
+    fn start_due_synthesis(&mut self, at: Instant) {
+        if self.synth_waiting.is_empty() {
+            return;
+        }
+        let Some(tts) = self.deps.tts.clone() else {
+            return;
+        };
+        while self.synth.len() < SYNTH_MAX_RUNNING {
+            let stalled = at >= self.synth_progress_at + self.synth_progress_guard;
+            if !stalled && self.pacer.audio_ahead(at) >= SYNTH_LOOKAHEAD {
+                break;
+            }
+            let Some(next) = self.synth_waiting.pop_front() else {
+                break;
+            };
+            self.synth_progress_at = at;
+            self.synth.push_back(SynthJob::spawn(
+                tts.clone(),
+                next.turn,
+                next.text,
+                next.use_cache,
+            ));
+        }
     }
 
     fn on_event(&mut self, at: Instant, event: Event) {
@@ -1419,6 +1486,7 @@ impl Session {
         self.feed_recording(at);
         self.stt = None;
         self.synth.clear();
+        self.synth_waiting.clear();
         self.reply = None;
         let end_reason = self
             .end
