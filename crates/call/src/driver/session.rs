@@ -203,8 +203,9 @@ struct TurnRecord {
     previous_awaiting: Option<AwaitedInput>,
     agent_text: String,
     heard_text: Option<String>,
-    /// The responder's reply is fixed script text ([`crate::responder::ReplyMeta::fixed_text`]): its sentences are
-    /// synthesized through the shared phrase cache instead of once per call.
+    /// The responder's reply is fixed script text
+    /// ([`crate::responder::ReplyMeta::fixed_text`]): its sentences are synthesized through the
+    /// shared phrase cache instead of once per call.
     reply_fixed_text: bool,
     reply_requested_at: Option<Instant>,
     speech_end_at: Option<Instant>,
