@@ -298,8 +298,9 @@ async fn a_long_reply_is_synthesized_just_ahead_of_playback_and_plays_without_ga
         first_frame_of.windows(2).all(|w| w[0] < w[1]),
         "{first_frame_of:?}"
     );
-    // No gap in the 6 s of reply audio: deferred synthesis was always ready in time. Frames
-    // arrive paced in real time; 100 ms covers the scheduling jitter of a busy test machine.
+    // No gap in the 6 s of reply audio: deferred synthesis was always ready in time (a sentence
+    // started late would leave a hole of up to the 2.5 s progress guard). Frames arrive paced in
+    // real time; 250 ms covers the scheduling jitter of a busy test machine.
     let reply_sigs = h.signatures_of(&sentences.iter().map(String::as_str).collect::<Vec<_>>());
     let reply_frames: Vec<_> = log
         .frames
@@ -311,7 +312,7 @@ async fn a_long_reply_is_synthesized_just_ahead_of_playback_and_plays_without_ga
         .map(|w| w[1].at - w[0].at)
         .max()
         .unwrap();
-    assert!(widest <= Duration::from_millis(120), "gap of {widest:?}");
+    assert!(widest <= Duration::from_millis(250), "gap of {widest:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
