@@ -108,9 +108,9 @@ fn start_crmd(
     Crmd { child, lines, port }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
-    // Google, played by the stand-in: scripted finals, a fast synthetic voice (short clips).
+/// Google, played by the in-process stand-in: scripted finals for [`QUESTION`], a fast
+/// synthetic voice (short clips). Returns its address.
+async fn start_speech_standin() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let speech_addr = listener.local_addr().unwrap();
     tokio::spawn(speech_standin::serve(
@@ -123,15 +123,20 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
             ..StandinOptions::default()
         },
     ));
+    speech_addr
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let crmd = start_crmd(&dir, speech_addr, &[]);
+/// Waits until crmd runs live calls with its fixed lines synthesized.
+async fn wait_until_live(crmd: &Crmd) {
     crmd.wait_for_line("call handler ready mode=Live", Duration::from_secs(10))
         .await;
     crmd.wait_for_line("TTS cache warmed", Duration::from_secs(20))
         .await;
+}
 
-    // Twilio, played by callsim: listen to the greeting, ask, listen to the answer, hang up.
+/// Twilio, played by callsim: listen to the greeting, ask [`QUESTION`], listen to the answer,
+/// hang up.
+async fn ask_the_question(crmd: &Crmd) -> callsim::session::CallReport {
     let mut options =
         CallOptions::new(Target::parse(&format!("http://127.0.0.1:{}", crmd.port)).unwrap());
     options.auth_token = Some(AUTH_TOKEN.to_owned());
@@ -140,7 +145,7 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         Step::Say(Arc::new(CallerClip::tone(QUESTION))),
         Step::Listen(Duration::from_secs(15)),
     ]));
-    let outcome = run_call(
+    run_call(
         &http_client(),
         &options,
         plan,
@@ -148,8 +153,40 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         silence_payload_base64().into(),
     )
     .await
-    .unwrap();
-    let report = outcome.report;
+    .unwrap()
+    .report
+}
+
+/// SIGTERM, then waits (bounded) for the exit; returns its status and the whole log.
+async fn stop_gracefully(mut crmd: Crmd) -> (std::process::ExitStatus, String) {
+    let status = Command::new("kill")
+        .args(["-TERM", &crmd.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = crmd.child.try_wait().unwrap() {
+            // The reader thread has the last lines once stdout closes; give it a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return (status, crmd.log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "crmd did not exit after SIGTERM:\n{}",
+            crmd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
+    let speech_addr = start_speech_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let crmd = start_crmd(&dir, speech_addr, &[]);
+    wait_until_live(&crmd).await;
+    let report = ask_the_question(&crmd).await;
     assert_eq!(
         report.protocol_errors, 0,
         "{:?}",
@@ -198,25 +235,8 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
     }
 
     // SIGTERM: graceful exit 0, after the queued CRM writes are flushed.
-    let status = Command::new("kill")
-        .args(["-TERM", &crmd.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut crmd = crmd;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(status) = crmd.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "crmd did not exit after SIGTERM:\n{}",
-            crmd.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(exit.code(), Some(0), "{}", crmd.log());
+    let (exit, log) = stop_gracefully(crmd).await;
+    assert_eq!(exit.code(), Some(0), "{log}");
 
     // Reopen the database: the call, its transcript and its recording are all there.
     let store = crm::Store::connect(&format!("sqlite://{}/crmd.sqlite", dir.path().display()))
@@ -256,18 +276,7 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_responder_answers_a_live_call_through_the_binary() {
     // Google and an OpenAI-compatible model, both played by the stand-in.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let speech_addr = listener.local_addr().unwrap();
-    tokio::spawn(speech_standin::serve(
-        listener,
-        StandinOptions {
-            transcripts: vec![QUESTION.to_owned()],
-            voice: ToneVoice {
-                chars_per_second: 60.0,
-            },
-            ..StandinOptions::default()
-        },
-    ));
+    let speech_addr = start_speech_standin().await;
     let llm_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let llm_addr = llm_listener.local_addr().unwrap();
     let llm_stats = Arc::new(speech_standin::llm::LlmStats::default());
@@ -290,29 +299,8 @@ async fn an_llm_responder_answers_a_live_call_through_the_binary() {
             ("LLM_MODEL", "standin".to_owned()),
         ],
     );
-    crmd.wait_for_line("call handler ready mode=Live", Duration::from_secs(10))
-        .await;
-    crmd.wait_for_line("TTS cache warmed", Duration::from_secs(20))
-        .await;
-
-    let mut options =
-        CallOptions::new(Target::parse(&format!("http://127.0.0.1:{}", crmd.port)).unwrap());
-    options.auth_token = Some(AUTH_TOKEN.to_owned());
-    let plan = Arc::new(call_plan(vec![
-        Step::Listen(Duration::from_secs(15)),
-        Step::Say(Arc::new(CallerClip::tone(QUESTION))),
-        Step::Listen(Duration::from_secs(15)),
-    ]));
-    let report = run_call(
-        &http_client(),
-        &options,
-        plan,
-        new_identity(),
-        silence_payload_base64().into(),
-    )
-    .await
-    .unwrap()
-    .report;
+    wait_until_live(&crmd).await;
+    let report = ask_the_question(&crmd).await;
     assert_eq!(report.ended_by, Ending::Stopped, "{report:?}");
     assert_eq!(report.greetings, 1, "{report:?}");
     assert_eq!(report.turn_latencies_ms.len(), 1, "{report:?}");
@@ -328,21 +316,8 @@ async fn an_llm_responder_answers_a_live_call_through_the_binary() {
         .await;
 
     // The model's words, not a scripted line, are what the caller heard and the CRM keeps.
-    let status = Command::new("kill")
-        .args(["-TERM", &crmd.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut crmd = crmd;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while crmd.child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "crmd did not exit after SIGTERM:\n{}",
-            crmd.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (exit, log) = stop_gracefully(crmd).await;
+    assert_eq!(exit.code(), Some(0), "{log}");
     let store = crm::Store::connect(&format!("sqlite://{}/crmd.sqlite", dir.path().display()))
         .await
         .unwrap();
