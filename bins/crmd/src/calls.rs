@@ -128,6 +128,7 @@ pub fn build(
             language_code: speech.tts_language.clone(),
             speaking_rate: speech.tts_speaking_rate,
             streaming: speech.tts_streaming,
+            streams_per_connection: speech.tts_streams_per_connection,
             ..TtsConfig::default()
         },
         google_credentials,

@@ -178,6 +178,9 @@ pub struct SpeechSettings {
     pub tts_speaking_rate: f64,
     /// `TTS_STREAMING` (default false).
     pub tts_streaming: bool,
+    /// `TTS_STREAMS_PER_CONNECTION` (default 100, 1..=1000): synthesis requests in flight on
+    /// one HTTP/2 connection to Google before another connection is opened.
+    pub tts_streams_per_connection: usize,
 }
 
 impl SpeechSettings {
@@ -752,6 +755,11 @@ fn speech_settings(vars: &Vars) -> Result<SpeechSettings, ConfigError> {
         tts_language,
         tts_speaking_rate: vars.number("TTS_SPEAKING_RATE", 1.0f64, 0.25..=4.0)?,
         tts_streaming: vars.boolean("TTS_STREAMING", false)?,
+        tts_streams_per_connection: vars.number(
+            "TTS_STREAMS_PER_CONNECTION",
+            100usize,
+            1..=1000,
+        )?,
     })
 }
 

@@ -112,3 +112,134 @@ mod tests {
         assert_eq!(audience_for(&uri), "http://127.0.0.1:5000/");
     }
 }
+
+/// HTTP/2 connections to one endpoint, opened as concurrent streams need them.
+///
+/// Google's front ends cap the concurrent streams of one HTTP/2 connection (100 is the usual
+/// figure): past the cap a new request waits for another to end. The pool hands out the first
+/// connection with fewer than `per_connection` streams in use, opening another (lazily
+/// connecting) when all are full. A [`ConnectionLease`] holds the place until it is dropped.
+pub(crate) struct ConnectionPool<S> {
+    /// `"STT"` or `"TTS"`, for logs.
+    service: &'static str,
+    variable: &'static str,
+    endpoint: String,
+    credentials: Option<Arc<GoogleCredentials>>,
+    per_connection: usize,
+    make: fn(Channel, Authorizer) -> S,
+    connections: std::sync::Mutex<Vec<PooledConnection<S>>>,
+}
+
+struct PooledConnection<S> {
+    client: S,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> std::fmt::Debug for ConnectionPool<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPool")
+            .field("service", &self.service)
+            .field("endpoint", &self.endpoint)
+            .field("per_connection", &self.per_connection)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request's or stream's place on a pooled connection, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionLease {
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for ConnectionLease {
+    fn drop(&mut self) {
+        self.streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<S: Clone> ConnectionPool<S> {
+    /// A pool with its first connection (which validates the endpoint and credentials).
+    pub(crate) fn new(
+        service: &'static str,
+        variable: &'static str,
+        endpoint: &str,
+        credentials: Option<Arc<GoogleCredentials>>,
+        per_connection: usize,
+        make: fn(Channel, Authorizer) -> S,
+    ) -> Result<Self, SpeechError> {
+        let (channel, authorizer) = connect_lazy(variable, endpoint, credentials.clone())?;
+        Ok(ConnectionPool {
+            service,
+            variable,
+            endpoint: endpoint.to_owned(),
+            credentials,
+            per_connection: per_connection.max(1),
+            make,
+            connections: std::sync::Mutex::new(vec![PooledConnection {
+                client: make(channel, authorizer),
+                streams: Arc::default(),
+            }]),
+        })
+    }
+
+    /// A client on a connection with room for one more stream: the first one under the cap,
+    /// or a new one. If a new one cannot be made (it was made once with the same settings, so
+    /// this is not expected), the least used is shared.
+    pub(crate) fn checkout(&self, log_id: &str) -> (S, ConnectionLease) {
+        use std::sync::atomic::Ordering;
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let free = connections
+            .iter()
+            .position(|c| c.streams.load(Ordering::Relaxed) < self.per_connection);
+        let index = match free {
+            Some(index) => index,
+            None => match connect_lazy(self.variable, &self.endpoint, self.credentials.clone()) {
+                Ok((channel, authorizer)) => {
+                    connections.push(PooledConnection {
+                        client: (self.make)(channel, authorizer),
+                        streams: Arc::default(),
+                    });
+                    tracing::info!(
+                        service = self.service,
+                        connections = connections.len(),
+                        streams_per_connection = self.per_connection,
+                        "another HTTP/2 connection opened for more concurrent requests"
+                    );
+                    connections.len() - 1
+                }
+                Err(error) => {
+                    tracing::warn!(service = self.service, call_id = %log_id, %error,
+                        "could not open another connection; sharing the least used one");
+                    connections
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, c)| c.streams.load(Ordering::Relaxed))
+                        .map_or(0, |(index, _)| index)
+                }
+            },
+        };
+        let connection = &connections[index];
+        connection.streams.fetch_add(1, Ordering::Relaxed);
+        (
+            connection.client.clone(),
+            ConnectionLease {
+                streams: Arc::clone(&connection.streams),
+            },
+        )
+    }
+}
+
+impl<S> ConnectionPool<S> {
+    /// HTTP/2 connections opened so far.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}

@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::channel::{Authorizer, connect_lazy};
+use crate::channel::{Authorizer, ConnectionPool};
 use crate::credentials::GoogleCredentials;
 use crate::error::SpeechError;
 use crate::proto::speech_v1::recognition_config::AudioEncoding;
@@ -227,100 +227,10 @@ pub struct SttClient {
 #[derive(Debug)]
 struct SttShared {
     config: SttConfig,
-    credentials: Option<Arc<GoogleCredentials>>,
-    /// Open connections, each with its count of live streams; grows as calls need it.
-    connections: std::sync::Mutex<Vec<SttConnection>>,
+    /// HTTP/2 connections, each carrying up to `streams_per_connection` recognition streams;
+    /// grows as calls need it.
+    connections: ConnectionPool<GrpcSpeechService>,
     runtime: tokio::runtime::Handle,
-}
-
-/// One HTTP/2 connection to the speech endpoint and how many streams use it.
-#[derive(Debug)]
-struct SttConnection {
-    service: GrpcSpeechService,
-    streams: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl SttConnection {
-    /// A new, lazily connecting HTTP/2 connection to the configured endpoint.
-    fn open(
-        config: &SttConfig,
-        credentials: Option<Arc<GoogleCredentials>>,
-    ) -> Result<Self, SpeechError> {
-        let (channel, authorizer) =
-            connect_lazy(SPEECH_ENDPOINT_VAR, &config.endpoint, credentials)?;
-        Ok(SttConnection {
-            service: InterceptedService::new(channel, authorizer),
-            streams: Arc::default(),
-        })
-    }
-}
-
-/// A stream's place on a connection, given back when the stream ends.
-#[derive(Debug)]
-struct ConnectionLease {
-    streams: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Drop for ConnectionLease {
-    fn drop(&mut self) {
-        self.streams
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl SttShared {
-    /// A connection with room for one more stream: the first one under
-    /// `streams_per_connection`, or a new one. If a new one cannot be made (it was made once
-    /// with the same settings, so this is not expected), the least used is shared.
-    fn checkout(&self, call_id: &str) -> (GrpcSpeechService, ConnectionLease) {
-        use std::sync::atomic::Ordering;
-        let limit = self.config.streams_per_connection;
-        let mut connections = self
-            .connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let free = connections
-            .iter()
-            .position(|c| c.streams.load(Ordering::Relaxed) < limit);
-        let index = match free {
-            Some(index) => index,
-            None => match SttConnection::open(&self.config, self.credentials.clone()) {
-                Ok(connection) => {
-                    connections.push(connection);
-                    tracing::info!(
-                        connections = connections.len(),
-                        streams_per_connection = limit,
-                        "STT: another HTTP/2 connection opened for more concurrent calls"
-                    );
-                    connections.len() - 1
-                }
-                Err(error) => {
-                    tracing::warn!(%call_id, %error, "STT: could not open another connection; sharing the least used one");
-                    connections
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, c)| c.streams.load(Ordering::Relaxed))
-                        .map_or(0, |(index, _)| index)
-                }
-            },
-        };
-        let connection = &connections[index];
-        connection.streams.fetch_add(1, Ordering::Relaxed);
-        (
-            connection.service.clone(),
-            ConnectionLease {
-                streams: Arc::clone(&connection.streams),
-            },
-        )
-    }
-
-    /// HTTP/2 connections open (for tests and metrics).
-    fn connection_count(&self) -> usize {
-        self.connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-    }
 }
 
 impl SttClient {
@@ -331,13 +241,19 @@ impl SttClient {
         credentials: Option<Arc<GoogleCredentials>>,
     ) -> Result<Self, SpeechError> {
         config.validate()?;
-        let first = SttConnection::open(&config, credentials.clone())?;
+        let connections = ConnectionPool::new(
+            "STT",
+            SPEECH_ENDPOINT_VAR,
+            &config.endpoint,
+            credentials,
+            config.streams_per_connection,
+            InterceptedService::new,
+        )?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeechError::NoRuntime)?;
         Ok(Self {
             shared: Arc::new(SttShared {
                 config,
-                credentials,
-                connections: std::sync::Mutex::new(vec![first]),
+                connections,
                 runtime,
             }),
         })
@@ -351,7 +267,7 @@ impl SttClient {
     /// HTTP/2 connections this client has opened so far (one per `streams_per_connection`
     /// concurrent streams at the busiest moment).
     pub fn connections(&self) -> usize {
-        self.shared.connection_count()
+        self.shared.connections.connection_count()
     }
 
     /// Starts a recognition session for `call_id` (used in log lines). The gRPC stream opens in
@@ -585,7 +501,7 @@ impl SttSession {
             }),
         );
         // Held until this stream ends (any return below drops it).
-        let (service, _lease) = self.shared.checkout(&self.call_id);
+        let (service, _lease) = self.shared.connections.checkout(&self.call_id);
         let call = streaming_recognize(service, requests);
         let mut responses = tokio::select! {
             response = call => match response {

@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::channel::{Authorizer, connect_lazy};
+use crate::channel::{Authorizer, ConnectionPool};
 use crate::credentials::GoogleCredentials;
 use crate::error::SpeechError;
 use crate::proto::texttospeech_v1::streaming_synthesis_input::InputSource as StreamingInputSource;
@@ -55,6 +55,10 @@ pub struct TtsConfig {
     pub cache_capacity: usize,
     /// Deadline of one synthesis request, and the longest wait for the next streamed chunk.
     pub request_timeout: Duration,
+    /// Synthesis requests in flight on one HTTP/2 connection before the client opens another
+    /// (Google's front ends cap concurrent streams per connection, usually at 100; past the cap
+    /// a request would wait for another to end).
+    pub streams_per_connection: usize,
 }
 
 impl Default for TtsConfig {
@@ -68,6 +72,7 @@ impl Default for TtsConfig {
             speaking_rate: 1.0,
             cache_capacity: 64,
             request_timeout: Duration::from_secs(10),
+            streams_per_connection: 100,
         }
     }
 }
@@ -88,7 +93,7 @@ pub struct TtsClient {
 #[derive(Debug)]
 struct TtsShared {
     config: TtsConfig,
-    client: GrpcTtsClient,
+    connections: ConnectionPool<GrpcTtsClient>,
     cache: Mutex<PhraseCache>,
     /// Cache misses being synthesized, by key: a second caller of
     /// [`TtsClient::synthesize_cached`] for the same phrase waits for the first one's audio
@@ -112,13 +117,24 @@ impl TtsClient {
                 ),
             });
         }
-        let (channel, authorizer) = connect_lazy(TTS_ENDPOINT_VAR, &config.endpoint, credentials)?;
-        let client = TextToSpeechClient::with_interceptor(channel, authorizer);
+        if config.streams_per_connection == 0 {
+            return Err(SpeechError::InvalidConfig {
+                problem: "TTS streams_per_connection must be at least 1".to_owned(),
+            });
+        }
+        let connections = ConnectionPool::new(
+            "TTS",
+            TTS_ENDPOINT_VAR,
+            &config.endpoint,
+            credentials,
+            config.streams_per_connection,
+            TextToSpeechClient::with_interceptor,
+        )?;
         let cache = Mutex::new(PhraseCache::new(config.cache_capacity));
         Ok(Self {
             shared: Arc::new(TtsShared {
                 config,
-                client,
+                connections,
                 cache,
                 in_flight: Mutex::default(),
             }),
@@ -128,6 +144,12 @@ impl TtsClient {
     /// The configuration in use.
     pub fn config(&self) -> &TtsConfig {
         &self.shared.config
+    }
+
+    /// HTTP/2 connections this client has opened so far (one per `streams_per_connection`
+    /// requests in flight at the busiest moment).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.connection_count()
     }
 
     /// Synthesizes `text` with `SynthesizeSpeech` and returns headerless 8 kHz mu-law. Text over
@@ -167,7 +189,8 @@ impl TtsClient {
             }),
         });
         request.set_timeout(config.request_timeout);
-        let mut client = self.shared.client.clone();
+        // Held until the answer is in.
+        let (mut client, _lease) = self.shared.connections.checkout("tts");
         let response = client
             .synthesize_speech(request)
             .await
@@ -223,7 +246,8 @@ impl TtsClient {
                 prompt: None,
             })),
         }));
-        let mut grpc = self.shared.client.clone();
+        // Held until the response stream ends (it travels in the stream's state below).
+        let (mut grpc, lease) = self.shared.connections.checkout("tts");
         let mut responses = match grpc.streaming_synthesize(stream::iter(requests)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return self.refused_streaming(status, text),
@@ -244,25 +268,28 @@ impl TtsClient {
             Err(status) => return self.refused_streaming(status, text),
         };
         let first_len = first.as_ref().map_or(0, Bytes::len);
-        let rest = stream::unfold(Some((responses, first_len)), move |state| async move {
-            let (mut responses, total) = state?;
-            match next_message_within(&mut responses, stall_limit).await {
-                Ok(Some(response)) => {
-                    let chunk = headerless(response.audio_content);
-                    let total = total + chunk.as_ref().map_or(0, Bytes::len);
-                    Some((chunk, Some((responses, total))))
+        let rest = stream::unfold(
+            Some((responses, first_len, lease)),
+            move |state| async move {
+                let (mut responses, total, lease) = state?;
+                match next_message_within(&mut responses, stall_limit).await {
+                    Ok(Some(response)) => {
+                        let chunk = headerless(response.audio_content);
+                        let total = total + chunk.as_ref().map_or(0, Bytes::len);
+                        Some((chunk, Some((responses, total, lease))))
+                    }
+                    Ok(None) => {
+                        tracing::debug!(
+                            TTS_LEN_ms = bytes_to_duration(total as u64).as_millis() as u64,
+                            streaming = true,
+                            "TTS_LEN_ms"
+                        );
+                        None
+                    }
+                    Err(status) => Some((Err(SpeechError::from_status(SERVICE, &status)), None)),
                 }
-                Ok(None) => {
-                    tracing::debug!(
-                        TTS_LEN_ms = bytes_to_duration(total as u64).as_millis() as u64,
-                        streaming = true,
-                        "TTS_LEN_ms"
-                    );
-                    None
-                }
-                Err(status) => Some((Err(SpeechError::from_status(SERVICE, &status)), None)),
-            }
-        });
+            },
+        );
         stream::once(async move { first })
             .chain(rest)
             .filter(|chunk| std::future::ready(!matches!(chunk, Ok(audio) if audio.is_empty())))

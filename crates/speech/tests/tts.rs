@@ -126,6 +126,50 @@ async fn cached_synthesis_calls_the_service_once_per_voice_rate_and_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_a_connections_stream_cap_get_another_connection() {
+    // The server takes two streams per connection, like Google's front ends take about 100.
+    let (fake, endpoint) = FakeTts::start_with_stream_cap(
+        TtsScript {
+            unary_delay: Some(Duration::from_millis(400)),
+            ..TtsScript::default()
+        },
+        Some(2),
+    )
+    .await;
+    let client = TtsClient::new(
+        TtsConfig {
+            streams_per_connection: 2,
+            ..config(endpoint)
+        },
+        None,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..5)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.synthesize(&format!("Sentence number {n}.")).await })
+        })
+        .collect();
+    for (n, request) in requests.into_iter().enumerate() {
+        let audio = request.await.unwrap().unwrap();
+        assert_eq!(
+            audio.as_ref(),
+            spoken(&format!("Sentence number {n}.")).as_slice()
+        );
+    }
+    // All five at once: none waited for another's 400 ms (queued behind a cap of two on one
+    // connection they would take three rounds, 1.2 s).
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_000), "took {took:?}");
+    assert_eq!(fake.record.lock().unwrap().unary_requests.len(), 5);
+    assert_eq!(client.connections(), 3, "five requests, two per connection");
+    // Finished requests give their place back: later ones reuse the open connections.
+    client.synthesize("One more.").await.unwrap();
+    assert_eq!(client.connections(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_for_one_phrase_share_one_request() {
     let (fake, endpoint) = FakeTts::start(TtsScript {
         unary_delay: Some(Duration::from_millis(200)),

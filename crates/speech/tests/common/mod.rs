@@ -333,12 +333,21 @@ pub struct FakeTts {
 
 impl FakeTts {
     pub async fn start(script: TtsScript) -> (Self, String) {
+        Self::start_with_stream_cap(script, None).await
+    }
+
+    /// Like `start`, with at most `cap` concurrent streams per HTTP/2 connection.
+    pub async fn start_with_stream_cap(script: TtsScript, cap: Option<u32>) -> (Self, String) {
         let fake = Self {
             script,
             record: Arc::default(),
         };
-        let endpoint =
-            serve(Server::builder().add_service(TextToSpeechServer::new(fake.clone()))).await;
+        let endpoint = serve(
+            Server::builder()
+                .max_concurrent_streams(cap)
+                .add_service(TextToSpeechServer::new(fake.clone())),
+        )
+        .await;
         (fake, endpoint)
     }
 }
