@@ -507,12 +507,9 @@ impl Drop for InFlight<'_> {
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if in_flight
-            .get(&self.key)
-            .is_some_and(|pending| pending.same_channel(&self.done.subscribe()))
-        {
-            in_flight.remove(&self.key);
-        }
+        // Only the leader inserts its key's entry, and a new leader only comes once the entry
+        // is gone: the entry under `key` is this one.
+        in_flight.remove(&self.key);
     }
 }
 

@@ -277,7 +277,6 @@ struct Session {
     /// sentence starts at the latest [`Session::synth_progress_guard`] after it, whatever the
     /// audio ahead, so the engine's `response_timeout_ms` never sees synthesis stall.
     synth_progress_at: Instant,
-    synth_progress_guard: Duration,
     pacer: Pacer,
     outbox: VecDeque<WsOut>,
     immediate: VecDeque<ImmediateTts>,
@@ -418,8 +417,6 @@ impl Session {
         let lead = deps.settings.playout_lead;
         let media_chunk = deps.settings.media_chunk;
         let next_ping_at = now() + deps.settings.keepalive_interval;
-        let synth_progress_guard =
-            Duration::from_millis(u64::from(deps.turn_config.response_timeout_ms / 4));
         Session {
             deps,
             engine,
@@ -437,7 +434,6 @@ impl Session {
             synth: VecDeque::new(),
             synth_waiting: VecDeque::new(),
             synth_progress_at: now(),
-            synth_progress_guard,
             pacer: Pacer::new(lead).with_chunk(media_chunk),
             outbox: VecDeque::new(),
             immediate: VecDeque::new(),
@@ -538,7 +534,7 @@ impl Session {
             self.stt_reopen_at,
             self.reply.as_ref().and_then(|r| r.first_chunk_deadline),
             (!self.synth_waiting.is_empty())
-                .then(|| self.synth_progress_at + self.synth_progress_guard),
+                .then(|| self.synth_progress_at + self.synth_progress_guard()),
             match self.ending {
                 Ending::HangingUp { deadline, .. } => Some(deadline),
                 Ending::Running => None,
@@ -1094,6 +1090,12 @@ impl Session {
         self.start_due_synthesis(at);
     }
 
+    /// A quarter of the engine's `response_timeout_ms`: the longest a waiting sentence waits
+    /// after synthesis last made progress.
+    fn synth_progress_guard(&self) -> Duration {
+        Duration::from_millis(u64::from(self.deps.turn_config.response_timeout_ms / 4))
+    }
+
     /// Starts waiting sentences, in order, while fewer than [`SYNTH_MAX_RUNNING`] run and less
     /// than [`SYNTH_LOOKAHEAD`] of audio is left to play (or synthesis has made no progress for
     /// the guard interval).
@@ -1105,7 +1107,7 @@ impl Session {
             return;
         };
         while self.synth.len() < SYNTH_MAX_RUNNING {
-            let stalled = at >= self.synth_progress_at + self.synth_progress_guard;
+            let stalled = at >= self.synth_progress_at + self.synth_progress_guard();
             if !stalled && self.pacer.audio_ahead(at) >= SYNTH_LOOKAHEAD {
                 break;
             }
