@@ -9,10 +9,12 @@
 //!   header that must never reach Twilio) and minimal WAV writers.
 //! - [`resample`]: band-limited streaming resampling between 8, 16, 24 and 48 kHz.
 //! - [`opus`]: 20 ms Opus frame encoder/decoder (libopus via `audiopus`); [`ogg`]: a streaming
-//!   Ogg Opus writer and a stereo call recorder (caller left, agent right).
+//!   Ogg Opus writer, a stereo call recorder (caller left, agent right) and the encoder of a
+//!   spooled recording; [`stereo`]: the two sides of a call on one timeline, and the
+//!   stereo mu-law WAV spool that records a call without encoding it.
 //!
 //! What it deliberately does not do: no async, no networking, no clocks, no files — the only I/O
-//! is the caller-supplied [`std::io::Write`] sink of the Ogg writer. It knows nothing about
+//! is the caller-supplied [`std::io::Write`]/[`std::io::Read`] of the Ogg and WAV streams. It knows nothing about
 //! Twilio, WebSockets or base64; those live in `twilio-stream` above it. All bad input (odd PCM
 //! byte counts, truncated or non-mu-law WAV, unsupported rates) is a typed [`Error`], never a
 //! panic.
@@ -23,6 +25,7 @@ mod framer;
 pub mod ogg;
 pub mod opus;
 pub mod resample;
+pub mod stereo;
 pub mod wav;
 
 pub use codec::{

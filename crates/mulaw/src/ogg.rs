@@ -4,10 +4,11 @@
 //! Pages are written to the sink as they fill (about one second of audio each), so a long
 //! call is never held in memory. The output plays in browsers and passes `opusinfo`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use crate::opus::{OpusApplication, OpusFrameEncoder};
-use crate::{Error, FRAME_BYTES, SAMPLE_RATE_HZ};
+use crate::stereo::{STEREO_FRAME_BYTES, Side, StereoTimeline};
+use crate::{Error, SAMPLE_RATE_HZ};
 
 /// Granule positions of Ogg Opus always count 48 kHz samples, whatever the input rate.
 const GRANULE_RATE_HZ: u64 = 48_000;
@@ -292,58 +293,50 @@ pub const RECORDING_OPUS_COMPLEXITY: u8 = 0;
 /// channel's amplitude at 24 kbit/s, 3 % at 32 kbit/s).
 pub const RECORDING_OPUS_BITRATE_BPS: i32 = 40_000;
 
-/// Default bound on how far one side of the call may run ahead of the other before the lagging
-/// side is filled with silence and written out.
-pub const DEFAULT_MAX_SKEW_MS: u64 = 10_000;
-/// A timestamp more than this far beyond all audio received so far is rejected as bogus
-/// (filling the gap would mean encoding that much silence).
-pub const MAX_TIMESTAMP_LEAD_MS: u64 = 10 * 60 * 1000;
-const SAMPLES_PER_MS: u64 = SAMPLE_RATE_HZ as u64 / 1000;
+pub use crate::stereo::{DEFAULT_MAX_SKEW_MS, MAX_TIMESTAMP_LEAD_MS};
 
-/// Mu-law byte that decodes to 0: the silence gaps are filled with.
-const MULAW_SILENCE: u8 = 0xFF;
+/// The Opus encoder of call recordings: stereo 8 kHz with the `RECORDING_OPUS_*` settings.
+///
+/// # Errors
+/// [`Error::Opus`] if libopus refuses a setting.
+pub fn recording_encoder() -> Result<OpusFrameEncoder, Error> {
+    let mut encoder =
+        OpusFrameEncoder::with_application(SAMPLE_RATE_HZ, 2, RECORDING_OPUS_APPLICATION)?;
+    encoder.set_complexity(RECORDING_OPUS_COMPLEXITY)?;
+    encoder.set_bitrate_bps(RECORDING_OPUS_BITRATE_BPS)?;
+    // Between turns both sides are often digital silence: those frames cost no encoding.
+    encoder.set_reuse_steady_silence(true);
+    Ok(encoder)
+}
 
-#[derive(Debug, Default)]
-struct Track {
-    /// Mu-law samples from the writer's cursor onwards, decoded only as frames are written
-    /// (half the memory of PCM for the skew window every call keeps).
-    samples: Vec<u8>,
+/// Decodes one interleaved stereo mu-law frame into `pcm` and encodes it into `writer`.
+fn write_mulaw_frame<W: Write>(
+    writer: &mut OggOpusWriter<W>,
+    pcm: &mut [i16],
+    interleaved_mulaw: &[u8],
+) -> Result<(), Error> {
+    for (slot, &byte) in pcm.iter_mut().zip(interleaved_mulaw) {
+        *slot = crate::decode_sample(byte);
+    }
+    writer.write_frame(pcm)
 }
 
 /// Records a phone call as a stereo 8 kHz Ogg Opus file: caller on the left channel, agent on
-/// the right.
-///
-/// Each side's mu-law audio is placed at its millisecond timestamp (since the start of the
-/// call); gaps are silence. Audio whose timestamp falls before the end of that side's previous
-/// audio is appended right after it (no overlap, nothing dropped). Frames are encoded as soon
-/// as both sides have covered them, or when one side runs more than the maximum skew ahead
-/// (then the other side's missing part becomes silence), so memory stays bounded.
+/// the right, placed on a [`StereoTimeline`] (timestamps, gaps as silence, bounded skew) and
+/// encoded frame by frame as the timeline releases them.
 pub struct StereoCallRecorder<W: Write> {
     writer: OggOpusWriter<W>,
-    caller: Track,
-    agent: Track,
-    /// Sample index (8 kHz) of the first sample not yet written; a multiple of 160.
-    written_samples: u64,
-    max_skew_samples: u64,
-    frame: Vec<i16>,
+    timeline: StereoTimeline,
+    pcm: Vec<i16>,
 }
 
 impl<W: Write> std::fmt::Debug for StereoCallRecorder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StereoCallRecorder")
             .field("writer", &self.writer)
-            .field("buffered_caller_samples", &self.caller.samples.len())
-            .field("buffered_agent_samples", &self.agent.samples.len())
-            .field("written_samples", &self.written_samples)
+            .field("timeline", &self.timeline)
             .finish_non_exhaustive()
     }
-}
-
-/// Which side of the call a chunk belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Caller,
-    Agent,
 }
 
 impl<W: Write> StereoCallRecorder<W> {
@@ -360,19 +353,10 @@ impl<W: Write> StereoCallRecorder<W> {
     /// # Errors
     /// [`Error::Opus`] or [`Error::Io`] while writing the headers.
     pub fn with_max_skew_ms(sink: W, max_skew_ms: u64) -> Result<Self, Error> {
-        let mut encoder =
-            OpusFrameEncoder::with_application(SAMPLE_RATE_HZ, 2, RECORDING_OPUS_APPLICATION)?;
-        encoder.set_complexity(RECORDING_OPUS_COMPLEXITY)?;
-        encoder.set_bitrate_bps(RECORDING_OPUS_BITRATE_BPS)?;
-        // Between turns both sides are often digital silence: those frames cost no encoding.
-        encoder.set_reuse_steady_silence(true);
         Ok(Self {
-            writer: OggOpusWriter::with_encoder(sink, encoder)?,
-            caller: Track::default(),
-            agent: Track::default(),
-            written_samples: 0,
-            max_skew_samples: max_skew_ms.saturating_mul(SAMPLES_PER_MS),
-            frame: vec![0; 2 * FRAME_BYTES],
+            writer: OggOpusWriter::with_encoder(sink, recording_encoder()?)?,
+            timeline: StereoTimeline::new(max_skew_ms),
+            pcm: vec![0; STEREO_FRAME_BYTES],
         })
     }
 
@@ -392,10 +376,17 @@ impl<W: Write> StereoCallRecorder<W> {
         self.push(Side::Agent, timestamp_ms, mulaw)
     }
 
+    fn push(&mut self, side: Side, timestamp_ms: u64, mulaw: &[u8]) -> Result<(), Error> {
+        let (writer, pcm) = (&mut self.writer, &mut self.pcm);
+        self.timeline.push(side, timestamp_ms, mulaw, |frame| {
+            write_mulaw_frame(writer, pcm, frame)
+        })
+    }
+
     /// Length of the recording so far (audio received on either side), in milliseconds.
     #[must_use]
     pub fn duration_ms(&self) -> u64 {
-        self.furthest_end() / SAMPLES_PER_MS
+        self.timeline.duration_ms()
     }
 
     /// 20 ms frames written so far that were digital silence on both sides and cost no
@@ -411,80 +402,68 @@ impl<W: Write> StereoCallRecorder<W> {
     /// # Errors
     /// [`Error::Opus`], [`Error::Io`].
     pub fn finish(mut self) -> Result<W, Error> {
-        let end = self.furthest_end().next_multiple_of(FRAME_BYTES as u64);
-        self.write_frames_until(end)?;
+        let (writer, pcm) = (&mut self.writer, &mut self.pcm);
+        self.timeline
+            .flush(|frame| write_mulaw_frame(writer, pcm, frame))?;
         self.writer.finish()
     }
+}
 
-    fn track_end(&self, side: Side) -> u64 {
-        let track = match side {
-            Side::Caller => &self.caller,
-            Side::Agent => &self.agent,
-        };
-        self.written_samples + track.samples.len() as u64
+/// Encodes a stereo 8 kHz mu-law WAV (as [`crate::stereo::StereoWavRecorder`] writes it) into
+/// an Ogg Opus stream with the call recorder's settings, reading it in 20 ms frames: the result
+/// is byte for byte what [`StereoCallRecorder`] would have written live from the same audio.
+/// A `data` chunk of unknown length (a spool cut short) is read to the end of the input; a
+/// last partial frame is padded with silence. Returns the sink and the audio's length in ms.
+///
+/// # Errors
+/// [`Error::WavFormatMismatch`] for anything but 8 kHz stereo 8-bit mu-law, the header errors
+/// of [`crate::wav::read_header`], [`Error::Opus`], [`Error::Io`].
+pub fn encode_stereo_mulaw_wav<R: Read, W: Write>(mut wav: R, sink: W) -> Result<(W, u64), Error> {
+    let (info, data_len) = crate::wav::read_header(&mut wav)?;
+    let wanted = crate::wav::WavInfo {
+        format: crate::wav::WavFormat::MuLaw,
+        sample_rate: SAMPLE_RATE_HZ,
+        channels: 2,
+        bits_per_sample: 8,
+    };
+    if info != wanted {
+        return Err(Error::WavFormatMismatch {
+            expected: "mu-law 8000 Hz stereo (8 bits per sample)",
+            found: info.to_string(),
+        });
     }
-
-    fn furthest_end(&self) -> u64 {
-        self.track_end(Side::Caller)
-            .max(self.track_end(Side::Agent))
+    let mut data: Box<dyn Read> = match data_len {
+        Some(len) => Box::new(wav.take(u64::from(len))),
+        None => Box::new(wav),
+    };
+    let mut writer = OggOpusWriter::with_encoder(sink, recording_encoder()?)?;
+    let mut pcm = vec![0_i16; STEREO_FRAME_BYTES];
+    let mut frame = vec![0_u8; STEREO_FRAME_BYTES];
+    loop {
+        let filled = read_full(&mut data, &mut frame)?;
+        if filled == 0 {
+            break;
+        }
+        frame[filled..].fill(crate::SILENCE);
+        write_mulaw_frame(&mut writer, &mut pcm, &frame)?;
+        if filled < frame.len() {
+            break;
+        }
     }
+    let duration_ms = writer.duration_ms();
+    Ok((writer.finish()?, duration_ms))
+}
 
-    fn push(&mut self, side: Side, timestamp_ms: u64, mulaw: &[u8]) -> Result<(), Error> {
-        let furthest_end_ms = self.furthest_end() / SAMPLES_PER_MS;
-        if timestamp_ms > furthest_end_ms.saturating_add(MAX_TIMESTAMP_LEAD_MS) {
-            return Err(Error::RecordingTimestampTooFarAhead {
-                timestamp_ms,
-                recorded_until_ms: furthest_end_ms,
-            });
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
         }
-        let position = timestamp_ms * SAMPLES_PER_MS;
-        let end = self.track_end(side);
-        let track = match side {
-            Side::Caller => &mut self.caller,
-            Side::Agent => &mut self.agent,
-        };
-        if track.samples.capacity() == 0 {
-            // Room for the skew window and a few chunks, so the buffer does not double past it.
-            let room = self.max_skew_samples.saturating_add(4 * FRAME_BYTES as u64);
-            track
-                .samples
-                .reserve_exact(usize::try_from(room).unwrap_or(usize::MAX).min(1 << 20));
-        }
-        if position > end {
-            let gap = (position - end) as usize;
-            track
-                .samples
-                .resize(track.samples.len() + gap, MULAW_SILENCE);
-        }
-        track.samples.extend_from_slice(mulaw);
-
-        let both_covered = self
-            .track_end(Side::Caller)
-            .min(self.track_end(Side::Agent));
-        let skew_bound = self.furthest_end().saturating_sub(self.max_skew_samples);
-        self.write_frames_until(both_covered.max(skew_bound))
     }
-
-    /// Encodes every whole frame that ends at or before sample index `until`.
-    fn write_frames_until(&mut self, until: u64) -> Result<(), Error> {
-        let frame_len = FRAME_BYTES as u64;
-        let mut consumed = 0_usize;
-        while self.written_samples + frame_len <= until {
-            for (index, slot) in self.frame.chunks_exact_mut(2).enumerate() {
-                let at = consumed + index;
-                let caller = self.caller.samples.get(at).copied();
-                let agent = self.agent.samples.get(at).copied();
-                slot[0] = crate::decode_sample(caller.unwrap_or(MULAW_SILENCE));
-                slot[1] = crate::decode_sample(agent.unwrap_or(MULAW_SILENCE));
-            }
-            self.writer.write_frame(&self.frame)?;
-            self.written_samples += frame_len;
-            consumed += FRAME_BYTES;
-        }
-        for track in [&mut self.caller, &mut self.agent] {
-            let drop = consumed.min(track.samples.len());
-            track.samples.drain(..drop);
-        }
-        Ok(())
-    }
+    Ok(filled)
 }

@@ -6,6 +6,7 @@
 //! outbound media payload are a protocol error and an audible click.
 
 use std::fmt;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::Error;
 
@@ -137,6 +138,21 @@ fn parse_format_chunk(body: &[u8]) -> Result<WavInfo, Error> {
     })
 }
 
+/// Checks the 12 bytes that open a RIFF/WAVE file.
+fn parse_riff_start(header: &[u8]) -> Result<(), Error> {
+    if header.get(0..4) != Some(b"RIFF".as_slice()) {
+        return Err(Error::NotWav {
+            reason: "does not start with `RIFF`",
+        });
+    }
+    if header.get(8..12) != Some(b"WAVE".as_slice()) {
+        return Err(Error::NotWav {
+            reason: "RIFF form type is not `WAVE`",
+        });
+    }
+    Ok(())
+}
+
 /// Parses a RIFF/WAVE file and returns its format and the bytes of its `data` chunk.
 ///
 /// Chunks are walked in order (with RIFF's pad byte after odd-sized chunks); unknown chunks
@@ -147,17 +163,7 @@ fn parse_format_chunk(body: &[u8]) -> Result<WavInfo, Error> {
 /// [`Error::NotWav`], [`Error::WavTruncated`] (a chunk announces more bytes than exist),
 /// [`Error::WavMissingChunk`], [`Error::WavBadFormatChunk`].
 pub fn parse(bytes: &[u8]) -> Result<(WavInfo, &[u8]), Error> {
-    let header = read_bytes(bytes, 0, 12, "RIFF header")?;
-    if &header[0..4] != b"RIFF" {
-        return Err(Error::NotWav {
-            reason: "does not start with `RIFF`",
-        });
-    }
-    if &header[8..12] != b"WAVE" {
-        return Err(Error::NotWav {
-            reason: "RIFF form type is not `WAVE`",
-        });
-    }
+    parse_riff_start(read_bytes(bytes, 0, 12, "RIFF header")?)?;
     let mut info = None;
     let mut offset = 12;
     while offset < bytes.len() {
@@ -208,12 +214,14 @@ pub fn mulaw_8k_mono_payload(bytes: &[u8]) -> Result<&[u8], Error> {
     Ok(data)
 }
 
-fn write_wav(
+/// The RIFF header up to and including the `data` chunk's size field, for `data_len` bytes of
+/// audio (`UNKNOWN_DATA_SIZE` while streaming).
+fn header(
     format_tag: u16,
     bits_per_sample: u16,
     sample_rate: u32,
     channels: u16,
-    data: &[u8],
+    data_len: u32,
 ) -> Vec<u8> {
     // Header fields saturate instead of overflowing for absurd channel counts or > 4 GiB data.
     let block_align =
@@ -223,10 +231,9 @@ fn write_wav(
     // Non-PCM formats carry a 2-byte cbSize and a `fact` chunk (sample frames per channel).
     let fmt_len: u32 = if is_pcm { 16 } else { 18 };
     let fact_len: u32 = if is_pcm { 0 } else { 12 };
-    let data_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    let pad = data.len() % 2;
-    let riff_len = (4 + (8 + fmt_len) + fact_len + 8 + pad as u32).saturating_add(data_len);
-    let mut out = Vec::with_capacity(8 + 4 + 26 + 12 + 8 + data.len() + pad);
+    let pad = data_len % 2;
+    let riff_len = (4 + (8 + fmt_len) + fact_len + 8 + pad).saturating_add(data_len);
+    let mut out = Vec::with_capacity(12 + 26 + 12 + 8);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&riff_len.to_le_bytes());
     out.extend_from_slice(b"WAVE");
@@ -242,16 +249,196 @@ fn write_wav(
         out.extend_from_slice(&0_u16.to_le_bytes());
         out.extend_from_slice(b"fact");
         out.extend_from_slice(&4_u32.to_le_bytes());
-        let frames = data_len / u32::from(block_align.max(1));
+        let frames = if data_len == UNKNOWN_DATA_SIZE {
+            0
+        } else {
+            data_len / u32::from(block_align.max(1))
+        };
         out.extend_from_slice(&frames.to_le_bytes());
     }
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
+    out
+}
+
+fn write_wav(
+    format_tag: u16,
+    bits_per_sample: u16,
+    sample_rate: u32,
+    channels: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let data_len = u32::try_from(data.len()).unwrap_or(u32::MAX - 1);
+    let mut out = header(format_tag, bits_per_sample, sample_rate, channels, data_len);
+    out.reserve_exact(data.len() + 1);
     out.extend_from_slice(data);
-    if pad == 1 {
+    if data.len() % 2 == 1 {
         out.push(0);
     }
     out
+}
+
+/// Writes a mu-law WAV to a file-like sink as the audio arrives.
+///
+/// The header goes out first with the `data` length unknown (`0xFFFFFFFF`, which [`parse`],
+/// `sox` and `ffmpeg` read as "to the end of the file"), so a file cut short still plays;
+/// [`MulawWavWriter::finish`] seeks back and writes the real lengths. Data past 4 GiB keeps
+/// the unknown length.
+pub struct MulawWavWriter<W: Write + Seek> {
+    sink: W,
+    sample_rate: u32,
+    channels: u16,
+    data_bytes: u64,
+}
+
+impl<W: Write + Seek> std::fmt::Debug for MulawWavWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MulawWavWriter")
+            .field("sample_rate", &self.sample_rate)
+            .field("channels", &self.channels)
+            .field("data_bytes", &self.data_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Seek> MulawWavWriter<W> {
+    /// Writes the header (length unknown) to `sink`.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn new(mut sink: W, sample_rate: u32, channels: u16) -> Result<Self, Error> {
+        sink.write_all(&header(
+            WAVE_FORMAT_MULAW,
+            8,
+            sample_rate,
+            channels,
+            UNKNOWN_DATA_SIZE,
+        ))?;
+        Ok(Self {
+            sink,
+            sample_rate,
+            channels,
+            data_bytes: 0,
+        })
+    }
+
+    /// Appends mu-law samples (interleaved when stereo).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn write(&mut self, mulaw: &[u8]) -> Result<(), Error> {
+        self.sink.write_all(mulaw)?;
+        self.data_bytes += mulaw.len() as u64;
+        Ok(())
+    }
+
+    /// Audio bytes written so far.
+    #[must_use]
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Pads an odd-sized `data` chunk, writes the real lengths into the header and returns
+    /// the sink (positioned at the end of the file, flushed).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn finish(mut self) -> Result<W, Error> {
+        if self.data_bytes % 2 == 1 {
+            self.sink.write_all(&[0])?;
+        }
+        let end = self.sink.stream_position()?;
+        let data_len = u32::try_from(self.data_bytes)
+            .ok()
+            .filter(|&len| len < UNKNOWN_DATA_SIZE)
+            .unwrap_or(UNKNOWN_DATA_SIZE);
+        self.sink.seek(SeekFrom::Start(0))?;
+        self.sink.write_all(&header(
+            WAVE_FORMAT_MULAW,
+            8,
+            self.sample_rate,
+            self.channels,
+            data_len,
+        ))?;
+        self.sink.seek(SeekFrom::Start(end))?;
+        self.sink.flush()?;
+        Ok(self.sink)
+    }
+}
+
+/// Reads a WAV header from a stream, up to the start of the `data` chunk's bytes: the format,
+/// and the declared `data` length (`None` when unknown, meaning "to the end"). Chunks before
+/// `data` are skipped as [`parse`] does; the stream is left at the first audio byte.
+///
+/// # Errors
+/// [`Error::NotWav`], [`Error::WavTruncated`] (the stream ends inside the header),
+/// [`Error::WavMissingChunk`], [`Error::WavBadFormatChunk`], [`Error::Io`].
+pub fn read_header<R: Read>(reader: &mut R) -> Result<(WavInfo, Option<u32>), Error> {
+    /// Longest chunk before `data` read into memory (`fmt ` is 16-40 bytes; `LIST` a few KB).
+    const MAX_CHUNK_BEFORE_DATA: u32 = 1 << 20;
+    let mut offset = 0;
+    let mut riff = [0_u8; 12];
+    read_exact_or_truncated(reader, &mut riff, &mut offset, "RIFF header")?;
+    // The same checks as `parse`, on the first 12 bytes.
+    parse_riff_start(&riff)?;
+    let mut info = None;
+    loop {
+        let mut chunk_header = [0_u8; 8];
+        if let Err(Error::WavTruncated { .. }) =
+            read_exact_or_truncated(reader, &mut chunk_header, &mut offset, "chunk header")
+        {
+            return Err(Error::WavMissingChunk {
+                chunk: if info.is_some() { "data" } else { "fmt " },
+            });
+        }
+        let declared_len = u32_at(&chunk_header, 4);
+        if &chunk_header[0..4] == b"data" {
+            let info = info.ok_or(Error::WavMissingChunk { chunk: "fmt " })?;
+            let len = (declared_len != UNKNOWN_DATA_SIZE).then_some(declared_len);
+            return Ok((info, len));
+        }
+        if declared_len > MAX_CHUNK_BEFORE_DATA {
+            return Err(Error::WavBadFormatChunk {
+                reason: "a chunk before `data` is larger than 1 MiB",
+            });
+        }
+        let padded = declared_len as usize + declared_len as usize % 2;
+        let mut body = vec![0_u8; padded];
+        read_exact_or_truncated(reader, &mut body, &mut offset, "chunk body")?;
+        if &chunk_header[0..4] == b"fmt " {
+            info = Some(parse_format_chunk(&body[..declared_len as usize])?);
+        }
+    }
+}
+
+/// Fills `buf` from `reader` at stream position `*offset` (advanced by what was read).
+fn read_exact_or_truncated<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+    offset: &mut usize,
+    what: &'static str,
+) -> Result<(), Error> {
+    let start = *offset;
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Err(Error::WavTruncated {
+                    what,
+                    needed: buf.len(),
+                    offset: start,
+                    available: start + got,
+                });
+            }
+            Ok(n) => {
+                got += n;
+                *offset += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A mu-law WAV file holding `samples` (interleaved if `channels > 1`).

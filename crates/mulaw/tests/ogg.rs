@@ -5,8 +5,10 @@
 use std::io::Write;
 use std::process::Command;
 
-use mulaw::ogg::{OggOpusWriter, StereoCallRecorder, ogg_crc32};
+use mulaw::ogg::{self, OggOpusWriter, StereoCallRecorder, ogg_crc32};
 use mulaw::opus::OpusFrameDecoder;
+use mulaw::stereo::StereoWavRecorder;
+use mulaw::wav;
 
 #[derive(Debug)]
 struct Page {
@@ -501,4 +503,157 @@ fn silence_on_both_sides_between_turns_costs_no_encoding_and_nothing_moves() {
         "agent talking: {caller} / {agent}"
     );
     run_opusinfo(&bytes);
+}
+
+/// One call's audio as the call driver hands it over: Twilio-jittered caller frames (with a
+/// dropped stretch), and agent replies pushed as they play, one ahead of the caller's frames,
+/// one late, one inside audio already placed.
+fn call_scenario(mut push: impl FnMut(bool, u64, &[u8])) {
+    for chunk in 0..250_u64 {
+        if (120..135).contains(&chunk) {
+            continue; // a network gap: 300 ms the line never delivered
+        }
+        let jitter = [0, 1, 3, 0, 2][chunk as usize % 5];
+        let audio = if chunk < 80 {
+            mulaw_tone(1000.0, chunk as usize * 160, 160)
+        } else {
+            vec![0xFF; 160]
+        };
+        push(false, chunk * 20 + jitter, &audio);
+        match chunk {
+            60 => push(true, 1_650, &mulaw_tone(600.0, 0, 4_000)),
+            200 => push(true, 3_900, &mulaw_tone(600.0, 0, 2_400)),
+            210 => push(true, 3_950, &mulaw_tone(600.0, 2_400, 800)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_spooled_wav_encodes_to_the_bytes_the_live_recorder_writes() {
+    let mut live = StereoCallRecorder::with_max_skew_ms(Vec::new(), 1_000).unwrap();
+    let mut spool = StereoWavRecorder::new(std::io::Cursor::new(Vec::new()), 1_000).unwrap();
+    call_scenario(|agent, at, audio| {
+        if agent {
+            live.push_agent(at, audio).unwrap();
+            spool.push_agent(at, audio).unwrap();
+        } else {
+            live.push_caller(at, audio).unwrap();
+            spool.push_caller(at, audio).unwrap();
+        }
+    });
+    assert_eq!(spool.duration_ms(), live.duration_ms());
+    let live_ogg = live.finish().unwrap();
+    let wav = spool.finish().unwrap().into_inner();
+
+    // The spool is a complete stereo mu-law WAV, caller left, agent right: the caller's last
+    // frame (at 4,982 ms) ends at 5,002 ms, padded to a whole 20 ms frame.
+    let (info, data) = wav::parse(&wav).unwrap();
+    assert_eq!(
+        (info.format, info.sample_rate, info.channels),
+        (wav::WavFormat::MuLaw, 8000, 2)
+    );
+    assert_eq!(data.len(), 5_020 * 8 * 2);
+    let left: Vec<u8> = data.iter().step_by(2).copied().collect();
+    let right: Vec<u8> = data.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(
+        &left[..160],
+        &mulaw_tone(1000.0, 0, 160)[..],
+        "caller at 0 ms"
+    );
+    assert_eq!(
+        &right[1_650 * 8..1_650 * 8 + 4_000],
+        &mulaw_tone(600.0, 0, 4_000)[..],
+        "the agent's reply at its play time"
+    );
+    assert!(
+        right[..1_650 * 8].iter().all(|&b| b == 0xFF),
+        "agent silent before"
+    );
+    assert!(
+        left[2_400 * 8..2_700 * 8].iter().all(|&b| b == 0xFF),
+        "the network gap is silence"
+    );
+
+    let (encoded, duration_ms) =
+        ogg::encode_stereo_mulaw_wav(std::io::Cursor::new(&wav), Vec::new()).unwrap();
+    assert_eq!(duration_ms, 5_020);
+    assert!(
+        encoded == live_ogg,
+        "encoding the spool after the call must give the live recorder's exact bytes \
+         ({} vs {} bytes)",
+        encoded.len(),
+        live_ogg.len()
+    );
+    run_opusinfo(&encoded);
+}
+
+#[test]
+fn a_spool_cut_short_still_plays_and_encodes_to_its_last_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("CA1.wav.part");
+    let mut spool = StereoWavRecorder::new(std::fs::File::create(&path).unwrap(), 1_000).unwrap();
+    // 2 s of caller audio, the agent silent: the skew bound has forced the first second out.
+    for chunk in 0..100_u64 {
+        spool
+            .push_caller(chunk * 20, &mulaw_tone(1000.0, chunk as usize * 160, 160))
+            .unwrap();
+    }
+    // No `finish`: the file is what a crash mid-call leaves (its header says "length unknown").
+    let mut wav = std::fs::read(&path).unwrap();
+    drop(spool);
+    let (info, data) = wav::parse(&wav).unwrap();
+    assert_eq!(
+        (info.channels, data.len()),
+        (2, 50 * 320),
+        "one second released"
+    );
+    // A cut in the middle of a frame is padded with silence.
+    wav.truncate(wav.len() - 7);
+    let (ogg_bytes, duration_ms) =
+        ogg::encode_stereo_mulaw_wav(std::io::Cursor::new(&wav), Vec::new()).unwrap();
+    assert_eq!(duration_ms, 1_000, "49 whole frames and one padded");
+    let stream = check_structure(&ogg_bytes);
+    let pcm = decode_like_a_player(&stream);
+    let (caller, _) = channel_tones(&pcm, 100, 900);
+    assert!(caller > 5_000.0, "the caller's tone survives: {caller}");
+}
+
+#[test]
+fn only_a_stereo_mulaw_wav_is_accepted_for_encoding() {
+    let encode = |bytes: &[u8]| {
+        ogg::encode_stereo_mulaw_wav(std::io::Cursor::new(bytes), Vec::new()).map(|(_, ms)| ms)
+    };
+    let mono = wav::write_mulaw(&[0xFF; 1_600], 8000, 1);
+    assert!(matches!(
+        encode(&mono),
+        Err(mulaw::Error::WavFormatMismatch { .. })
+    ));
+    let pcm = wav::write_pcm16(&[0; 3_200], 8000, 2);
+    assert!(matches!(
+        encode(&pcm),
+        Err(mulaw::Error::WavFormatMismatch { .. })
+    ));
+    assert!(matches!(
+        encode(b"OggS not a wav at all"),
+        Err(mulaw::Error::NotWav { .. })
+    ));
+    let stereo = wav::write_mulaw(&[0xFF; 3_200], 8000, 2); // 200 ms
+    for cut in [5, 20, 40, 57] {
+        assert!(
+            matches!(
+                encode(&stereo[..cut]),
+                Err(mulaw::Error::WavTruncated { .. } | mulaw::Error::WavMissingChunk { .. })
+            ),
+            "header cut at {cut}"
+        );
+    }
+    assert_eq!(encode(&stereo).unwrap(), 200);
+    // Chunks before `data` (a `LIST` with an odd size and its pad byte) are skipped.
+    let mut with_list = stereo[..12].to_vec();
+    with_list.extend_from_slice(b"LIST");
+    with_list.extend_from_slice(&3_u32.to_le_bytes());
+    with_list.extend_from_slice(b"abc\0");
+    with_list.extend_from_slice(&stereo[12..]);
+    assert_eq!(encode(&with_list).unwrap(), 200);
 }
