@@ -1,28 +1,38 @@
 //! Call recordings: caller on the left channel, agent on the right, placed on Twilio's media
-//! timestamps, encoded as Ogg Opus by `mulaw::ogg::StereoCallRecorder` and written to a file as
-//! the call goes (memory stays bounded by the recorder's skew window, not the call length).
+//! timestamps.
+//!
+//! A live call only spools: [`CallRecorder`] writes the two sides as a stereo 8 kHz mu-law
+//! WAV (`mulaw::stereo::StereoWavRecorder`, no encoding, 16 KB per second of call) into
+//! `<dir>/<CallSid>.wav.part`, renamed to `<CallSid>.wav` when the call ends. The WAV is then
+//! encoded to Ogg Opus (about a fifth of the size) after the call, off the live path:
+//! [`encode_spool`] writes `<CallSid>.ogg` beside it, byte for byte what encoding live would
+//! have written. So a live call holds no Opus encoder (48.5 KiB each), a CPU shortage delays
+//! encoding instead of dropping recorded audio, and a crash leaves a playable WAV.
 //!
 //! Two ways to use it:
-//! - [`CallRecorder`]: synchronous; the caller owns it and decides where the encoding runs.
-//! - [`RecordingTask`]: the recorder handed to a [`RecordingPool`], a fixed set of encoder
+//! - [`CallRecorder`] and [`encode_spool`]: synchronous; the caller decides where they run.
+//! - [`RecordingTask`]: the recorder handed to a [`RecordingPool`], a fixed set of spool
 //!   threads (one per core by default) each owning many calls' recorders. A call's chunks
 //!   always go to the same worker, in order, in batches of [`RECORDING_BATCH_CHUNKS`]; the
 //!   audio loop only copies the frame and, once per batch, does a non-blocking send.
-//!   Each call and each worker has a bounded backlog: when the encoder falls behind, chunks
+//!   Each call and each worker has a bounded backlog: when the writer falls behind, chunks
 //!   are dropped and counted (a gap in the recording) rather than delaying the call's audio
 //!   or growing memory. A call costs no thread of its own, so 5,000 calls record on 2 threads.
+//!   The pool's encoder threads ([`RecordingPool::encode_later`]) run at a lower priority
+//!   ([`ENCODER_THREAD_NICE`]) so live calls always come first; their backlog is files on
+//!   disk, never memory, and is never dropped.
 //!
-//! Files are written as `<dir>/<CallSid>.ogg.part` and renamed to `<CallSid>.ogg` by `finish`,
-//! so a finished name always means a complete Ogg stream; a crash leaves a playable `.part`.
+//! A finished name always means a complete file: `.wav.part` and `.ogg.part` are renamed only
+//! once written and synced. The spool is deleted only after the store references the Ogg
+//! ([`crate::WriteOp::RecordingEncoded`]), so a recording is never unreferenced on disk.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
-use mulaw::ogg::StereoCallRecorder;
+use mulaw::stereo::StereoWavRecorder;
 use tokio::sync::oneshot;
 
 use crate::CrmError;
@@ -30,22 +40,27 @@ use crate::model::NewRecording;
 
 /// How far one side of a call may run ahead of the other in a recording before the lagging
 /// side is written as silence. The agent's side only has audio while the agent speaks, so the
-/// caller's samples wait this long for it: with the encoder's 10 s default that was 160 KB per
-/// call (measured: ~220 KiB RSS per recorded call). The call driver pushes agent audio as it
-/// plays, within a few tens of milliseconds of the caller's frames, so 1 s is ample.
+/// caller's samples wait this long for it. The call driver pushes agent audio as it plays,
+/// within a few tens of milliseconds of the caller's frames, so 1 s is ample.
 pub const RECORDING_MAX_SKEW_MS: u64 = 1_000;
 
-/// Codec name stored with recordings.
+/// Codec name stored with encoded recordings (Ogg Opus).
 pub const RECORDING_CODEC: &str = "opus";
+/// Codec name stored with a spooled recording not yet encoded (stereo mu-law WAV).
+pub const RECORDING_SPOOL_CODEC: &str = "pcm_mulaw";
+/// Bytes of the spool's header before its audio (RIFF, `fmt ` with `cbSize`, `fact`, `data`).
+const SPOOL_HEADER_BYTES: u64 = 58;
+/// Spool bytes per millisecond of call (8 kHz, two sides, one byte per sample).
+const SPOOL_BYTES_PER_MS: u64 = 16;
 
-/// A recording being written.
+/// A recording being spooled.
 pub struct CallRecorder {
     call_sid: String,
     part_path: PathBuf,
     final_path: PathBuf,
-    /// Writes straight to the file: the Ogg writer hands it whole pages (about one a second,
-    /// one vectored write each), so a `BufWriter` would only add 8 KB per recorded call.
-    recorder: StereoCallRecorder<File>,
+    /// Writes straight to the file: the spool hands it whole 20 ms frames, which the page
+    /// cache absorbs; a `BufWriter` would only add 8 KB per recorded call.
+    recorder: StereoWavRecorder<File>,
 }
 
 impl std::fmt::Debug for CallRecorder {
@@ -58,33 +73,48 @@ impl std::fmt::Debug for CallRecorder {
     }
 }
 
+/// Checks that a call sid is Twilio-style (letters, digits, `_`, `-`; at most 64), which also
+/// keeps a path built from it inside its directory.
+fn check_call_sid(call_sid: &str) -> Result<(), CrmError> {
+    let valid = !call_sid.is_empty()
+        && call_sid.len() <= 64
+        && call_sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(CrmError::invalid(
+            "call_sid",
+            "expected 1 to 64 letters, digits, `_` or `-`",
+        ))
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CrmError + use<> {
+    let path = path.display().to_string();
+    move |source| CrmError::RecordingIo { path, source }
+}
+
+/// Syncs `file`, renames `part` to `final_path` and returns the file's size.
+fn seal(file: File, part: &Path, final_path: &Path) -> Result<u64, CrmError> {
+    file.sync_all().map_err(io_error(part))?;
+    let size = file.metadata().map_err(io_error(part))?.len();
+    drop(file);
+    std::fs::rename(part, final_path).map_err(io_error(final_path))?;
+    Ok(size)
+}
+
 impl CallRecorder {
-    /// Starts `<dir>/<call_sid>.ogg.part` (creating `dir`). The call sid must be a Twilio-style
+    /// Starts `<dir>/<call_sid>.wav.part` (creating `dir`). The call sid must be a Twilio-style
     /// id (letters, digits, `_`, `-`), which also keeps the path inside `dir`.
     pub fn create(dir: &Path, call_sid: &str) -> Result<CallRecorder, CrmError> {
-        let valid = !call_sid.is_empty()
-            && call_sid.len() <= 64
-            && call_sid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(CrmError::invalid(
-                "call_sid",
-                "expected 1 to 64 letters, digits, `_` or `-`",
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|source| CrmError::RecordingIo {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let final_path = dir.join(format!("{call_sid}.ogg"));
-        let part_path = dir.join(format!("{call_sid}.ogg.part"));
-        let file = File::create(&part_path).map_err(|source| CrmError::RecordingIo {
-            path: part_path.display().to_string(),
-            source,
-        })?;
-        let recorder = StereoCallRecorder::with_max_skew_ms(file, RECORDING_MAX_SKEW_MS)
-            .map_err(encode_error)?;
+        check_call_sid(call_sid)?;
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let final_path = dir.join(format!("{call_sid}.wav"));
+        let part_path = dir.join(format!("{call_sid}.wav.part"));
+        let file = File::create(&part_path).map_err(io_error(&part_path))?;
+        let recorder = StereoWavRecorder::new(file, RECORDING_MAX_SKEW_MS).map_err(encode_error)?;
         Ok(CallRecorder {
             call_sid: call_sid.to_owned(),
             part_path,
@@ -113,34 +143,135 @@ impl CallRecorder {
         self.recorder.duration_ms()
     }
 
-    /// Where the finished file will be.
+    /// Where the finished spool will be.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.final_path
     }
 
-    /// Finishes the Ogg stream, syncs and renames the file, and describes it for
-    /// [`crate::Store::attach_recording`] (or [`crate::WriteOp::Recording`]).
+    /// Finishes the WAV, syncs and renames the file, and describes it for
+    /// [`crate::Store::attach_recording`] (or [`crate::WriteOp::Recording`]); hand it to
+    /// [`encode_spool`] or [`RecordingPool::encode_later`] for the Ogg Opus file.
     pub fn finish(self, at_ms: i64) -> Result<NewRecording, CrmError> {
-        let duration_ms = self.recorder.duration_ms();
-        let io_error = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| CrmError::RecordingIo { path, source }
-        };
-        let mut file = self.recorder.finish().map_err(encode_error)?;
-        file.flush().map_err(io_error(&self.part_path))?;
-        file.sync_all().map_err(io_error(&self.part_path))?;
-        let size = file.metadata().map_err(io_error(&self.part_path))?.len();
-        drop(file);
-        std::fs::rename(&self.part_path, &self.final_path).map_err(io_error(&self.final_path))?;
-        Ok(NewRecording {
-            call_sid: self.call_sid,
-            path: self.final_path.display().to_string(),
-            codec: RECORDING_CODEC.to_owned(),
-            duration_ms: i64::try_from(duration_ms).ok(),
-            size_bytes: i64::try_from(size).ok(),
+        let file = self.recorder.finish().map_err(encode_error)?;
+        let size = seal(file, &self.part_path, &self.final_path)?;
+        Ok(spool_recording(
+            self.call_sid,
+            &self.final_path,
+            size,
             at_ms,
-        })
+        ))
+    }
+}
+
+/// Describes a spool file of `size` bytes.
+fn spool_recording(call_sid: String, path: &Path, size: u64, at_ms: i64) -> NewRecording {
+    let duration_ms = size.saturating_sub(SPOOL_HEADER_BYTES) / SPOOL_BYTES_PER_MS;
+    NewRecording {
+        call_sid,
+        path: path.display().to_string(),
+        codec: RECORDING_SPOOL_CODEC.to_owned(),
+        duration_ms: i64::try_from(duration_ms).ok(),
+        size_bytes: i64::try_from(size).ok(),
+        at_ms,
+    }
+}
+
+/// Encodes a finished spool (`<CallSid>.wav`, as [`CallRecorder::finish`] describes it) to
+/// `<CallSid>.ogg` beside it (through `.ogg.part`, synced before the rename) and describes the
+/// Ogg file. The spool is left in place: delete it once nothing references it (the CRM writer's
+/// [`crate::WriteOp::RecordingEncoded`] does, after the store points at the Ogg).
+///
+/// # Errors
+/// [`CrmError::InvalidInput`] if the spool's path does not end in `.wav`,
+/// [`CrmError::RecordingIo`], [`CrmError::RecordingEncode`] (not a stereo mu-law WAV).
+pub fn encode_spool(spool: &NewRecording) -> Result<NewRecording, CrmError> {
+    let wav_path = Path::new(&spool.path);
+    let Some(stem) = spool.path.strip_suffix(".wav") else {
+        return Err(CrmError::invalid(
+            "path",
+            "a recording spool is a `.wav` file",
+        ));
+    };
+    let final_path = PathBuf::from(format!("{stem}.ogg"));
+    let part_path = PathBuf::from(format!("{stem}.ogg.part"));
+    let wav = File::open(wav_path).map_err(io_error(wav_path))?;
+    let out = File::create(&part_path).map_err(io_error(&part_path))?;
+    let encoded = mulaw::ogg::encode_stereo_mulaw_wav(std::io::BufReader::new(wav), out);
+    let (file, duration_ms) = match encoded {
+        Ok(done) => done,
+        Err(e) => {
+            // Best effort: a half-written `.ogg.part` is of no use to anyone.
+            let _ = std::fs::remove_file(&part_path);
+            return Err(match e {
+                mulaw::Error::Io(source) => CrmError::RecordingIo {
+                    path: spool.path.clone(),
+                    source,
+                },
+                other => encode_error(other),
+            });
+        }
+    };
+    let size = seal(file, &part_path, &final_path)?;
+    Ok(NewRecording {
+        call_sid: spool.call_sid.clone(),
+        path: final_path.display().to_string(),
+        codec: RECORDING_CODEC.to_owned(),
+        duration_ms: i64::try_from(duration_ms).ok(),
+        size_bytes: i64::try_from(size).ok(),
+        at_ms: spool.at_ms,
+    })
+}
+
+/// Finished spools (`<CallSid>.wav`) in `dir` that were never encoded, e.g. because the server
+/// stopped first, described as [`CallRecorder::finish`] did (`at_ms` from the file's mtime).
+/// Unfinished `.wav.part` files (calls cut by a crash) are left alone: they still play.
+///
+/// # Errors
+/// [`CrmError::RecordingIo`] if `dir` cannot be listed (a missing `dir` is an empty list).
+pub fn pending_spools(dir: &Path) -> Result<Vec<NewRecording>, CrmError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    let mut spools = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(call_sid) = name.to_str().and_then(|n| n.strip_suffix(".wav")) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if check_call_sid(call_sid).is_err() || !meta.is_file() {
+            continue;
+        }
+        let at_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .unwrap_or(0);
+        spools.push(spool_recording(
+            call_sid.to_owned(),
+            &entry.path(),
+            meta.len(),
+            at_ms,
+        ));
+    }
+    spools.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(spools)
+}
+
+/// Deletes a spool once the store references its encoded file. A spool already gone is fine.
+///
+/// # Errors
+/// [`CrmError::RecordingIo`] for anything but "not found".
+pub fn remove_spool(path: &str) -> Result<(), CrmError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(Path::new(path))(e)),
     }
 }
 
@@ -214,7 +345,7 @@ enum Job {
     Abandon(u64),
 }
 
-/// The sending side of one encoder worker.
+/// The sending side of one spool worker.
 #[derive(Debug)]
 struct WorkerHandle {
     jobs: mpsc::Sender<Job>,
@@ -224,19 +355,42 @@ struct WorkerHandle {
     open_recordings: Arc<AtomicUsize>,
 }
 
-/// A fixed set of encoder threads shared by every call's recording.
+/// What [`RecordingPool::encode_later`] calls with the Ogg file (or why there is none), on the
+/// encoder thread.
+pub type EncodeDone = Box<dyn FnOnce(Result<NewRecording, CrmError>) + Send>;
+
+/// A spool waiting for an encoder thread.
+struct EncodeJob {
+    spool: NewRecording,
+    done: EncodeDone,
+}
+
+/// A fixed set of spool threads and encoder threads shared by every call's recording.
 ///
-/// Each worker is an OS thread (not one of tokio's blocking threads) owning the recorders
-/// of the calls routed to it. Dropping the pool lets the workers finish every open file and
-/// exit once the last [`RecordingTask`] is gone.
+/// Each spool worker is an OS thread (not one of tokio's blocking threads) owning the
+/// recorders of the calls routed to it. Encoder threads take finished spools from one queue.
+/// Dropping the pool lets the workers finish every open file and exit once the last
+/// [`RecordingTask`] is gone, and the encoders finish the queue and exit.
 #[derive(Debug)]
 pub struct RecordingPool {
     workers: Vec<WorkerHandle>,
     next_recording_id: AtomicU64,
+    encode_jobs: mpsc::Sender<EncodeJob>,
+    /// Spools queued or being encoded.
+    pending_encodes: Arc<AtomicUsize>,
+    encoders: usize,
+}
+
+impl std::fmt::Debug for EncodeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeJob")
+            .field("spool", &self.spool.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordingPool {
-    /// Starts `workers` encoder threads (at least one).
+    /// Starts `workers` spool threads and as many encoder threads (at least one each).
     ///
     /// # Errors
     /// [`CrmError::RecordingEncode`] if the OS refuses to start a thread.
@@ -246,7 +400,7 @@ impl RecordingPool {
                 let (jobs, rx) = mpsc::channel();
                 let queued_chunks = Arc::new(AtomicUsize::new(0));
                 let open_recordings = Arc::new(AtomicUsize::new(0));
-                let worker = EncoderWorker {
+                let worker = SpoolWorker {
                     recordings: HashMap::new(),
                     queued_chunks: queued_chunks.clone(),
                     open_recordings: open_recordings.clone(),
@@ -254,12 +408,7 @@ impl RecordingPool {
                 std::thread::Builder::new()
                     .name(format!("recording-{index}"))
                     .spawn(move || worker.run(&rx))
-                    .map_err(|e| {
-                        CrmError::RecordingEncode(format!(
-                            "could not start a recording encoder thread ({e}); \
-                             raise the process thread limit or set RECORDINGS_DIR empty"
-                        ))
-                    })?;
+                    .map_err(thread_error)?;
                 Ok(WorkerHandle {
                     jobs,
                     queued_chunks,
@@ -267,14 +416,61 @@ impl RecordingPool {
                 })
             })
             .collect::<Result<Vec<_>, CrmError>>()?;
+        let (encode_jobs, encode_rx) = mpsc::channel::<EncodeJob>();
+        let encode_rx = Arc::new(Mutex::new(encode_rx));
+        let pending_encodes = Arc::new(AtomicUsize::new(0));
+        let encoders = workers.len();
+        for index in 0..encoders {
+            let jobs = encode_rx.clone();
+            let pending = pending_encodes.clone();
+            std::thread::Builder::new()
+                .name(format!("rec-encoder-{index}"))
+                .spawn(move || {
+                    lower_this_thread_priority();
+                    run_encoder(&jobs, &pending);
+                })
+                .map_err(thread_error)?;
+        }
         Ok(RecordingPool {
             workers,
             next_recording_id: AtomicU64::new(0),
+            encode_jobs,
+            pending_encodes,
+            encoders,
         })
     }
 
-    /// The process-wide pool [`RecordingTask::start`] uses: one worker per available core,
-    /// started on first use.
+    /// Queues a finished spool ([`RecordingTask::finish`], [`CallRecorder::finish`] or
+    /// [`pending_spools`]) for encoding to Ogg Opus on an encoder thread, which then calls
+    /// `done` with the Ogg file's description ([`encode_spool`]). The spool stays on disk.
+    ///
+    /// # Errors
+    /// [`CrmError::RecordingEncode`] if the encoder threads are gone (`done` is not called).
+    pub fn encode_later(&self, spool: NewRecording, done: EncodeDone) -> Result<(), CrmError> {
+        self.pending_encodes.fetch_add(1, Ordering::Relaxed);
+        if self.encode_jobs.send(EncodeJob { spool, done }).is_err() {
+            self.pending_encodes.fetch_sub(1, Ordering::Relaxed);
+            return Err(CrmError::RecordingEncode(
+                "the recording encoder threads are gone".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Spools queued or being encoded (the encoders' backlog).
+    #[must_use]
+    pub fn pending_encodes(&self) -> usize {
+        self.pending_encodes.load(Ordering::Relaxed)
+    }
+
+    /// Encoder threads in the pool.
+    #[must_use]
+    pub fn encoders(&self) -> usize {
+        self.encoders
+    }
+
+    /// The process-wide pool [`RecordingTask::start`] uses: one spool worker and one encoder
+    /// per available core, started on first use.
     ///
     /// # Errors
     /// [`CrmError::RecordingEncode`] if the threads could not be started (retried next call).
@@ -290,7 +486,7 @@ impl RecordingPool {
         Ok(SHARED.get_or_init(|| pool))
     }
 
-    /// Encoder threads in the pool.
+    /// Spool threads in the pool.
     #[must_use]
     pub fn workers(&self) -> usize {
         self.workers.len()
@@ -305,7 +501,7 @@ impl RecordingPool {
             .sum()
     }
 
-    /// Creates `<dir>/<call_sid>.ogg.part` and hands its recorder to the least busy worker.
+    /// Creates `<dir>/<call_sid>.wav.part` and hands its recorder to the least busy worker.
     /// `queue_chunks` bounds this call's backlog (one 20 ms frame of one side is one chunk;
     /// 1,000 = 10 s of both sides).
     ///
@@ -335,7 +531,7 @@ impl RecordingPool {
         tracing::debug!(
             call_sid,
             worker = index,
-            "recording on the shared encoder pool"
+            "recording on the shared spool pool"
         );
         Ok(RecordingTask {
             id,
@@ -351,14 +547,70 @@ impl RecordingPool {
     }
 }
 
+fn thread_error(e: std::io::Error) -> CrmError {
+    CrmError::RecordingEncode(format!(
+        "could not start a recording thread ({e}); \
+         raise the process thread limit or set RECORDINGS_DIR empty"
+    ))
+}
+
+/// Nice value of the encoder threads: live calls come first. Encoding after the call has no
+/// deadline and its backlog is files on disk, so under a CPU shortage it waits, and nothing is
+/// lost (unlike encoding live, where a backlog had to be dropped).
+pub const ENCODER_THREAD_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`ENCODER_THREAD_NICE`] (Linux: nice
+/// values are per thread). Best effort: failure is logged and the thread runs as it is.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_this_thread_priority() {
+    // SAFETY: setpriority reads no memory of ours; PRIO_PROCESS with id 0 names the calling
+    // thread on Linux. The only effect is this thread's nice value.
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ENCODER_THREAD_NICE) };
+    if status != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the recording encoder's priority; it runs at normal priority"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_thread_priority() {}
+
+/// An encoder thread: takes spools off the shared queue until the pool is dropped.
+fn run_encoder(jobs: &Mutex<mpsc::Receiver<EncodeJob>>, pending: &AtomicUsize) {
+    loop {
+        // The lock is held only while waiting for the next job, not while encoding.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(EncodeJob { spool, done }) = job else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let encoded = encode_spool(&spool);
+        match &encoded {
+            Ok(ogg) => tracing::info!(call_sid = %spool.call_sid, path = %ogg.path,
+                duration_ms = ?ogg.duration_ms, size_bytes = ?ogg.size_bytes,
+                encode_ms = started.elapsed().as_millis() as u64, "call recording encoded"),
+            Err(e) => tracing::error!(call_sid = %spool.call_sid, spool = %spool.path, error = %e,
+                "call recording could not be encoded; its WAV spool stays referenced and playable"),
+        }
+        pending.fetch_sub(1, Ordering::Relaxed);
+        done(encoded);
+    }
+}
+
 fn worker_gone() -> CrmError {
-    CrmError::RecordingEncode("recording encoder thread ended unexpectedly".to_owned())
+    CrmError::RecordingEncode("recording spool thread ended unexpectedly".to_owned())
 }
 
 /// Counters of a [`RecordingTask`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordingStats {
-    /// Chunks dropped because the encoder was behind (each is a gap in the file).
+    /// Chunks dropped because the spool writer was behind (each is a gap in the file).
     pub dropped_chunks: u64,
 }
 
@@ -369,7 +621,7 @@ pub struct RecordingTask {
     id: u64,
     jobs: mpsc::Sender<Job>,
     worker_queued: Arc<AtomicUsize>,
-    /// This call's chunks admitted (collected or sent) and not yet encoded; the worker
+    /// This call's chunks admitted (collected or sent) and not yet written; the worker
     /// decrements it.
     call_queued: Arc<AtomicUsize>,
     /// Chunks collected for the next [`Job::Chunks`].
@@ -466,10 +718,11 @@ impl RecordingTask {
         self.stats
     }
 
-    /// Waits for the worker to encode this call's backlog, finishes the file and describes it.
+    /// Waits for the worker to write this call's backlog, finishes the spool and describes it
+    /// (then [`RecordingPool::encode_later`] makes the Ogg Opus file).
     ///
     /// # Errors
-    /// The first encoding or file error of the call, or [`CrmError::RecordingEncode`] if the
+    /// The first file error of the call, or [`CrmError::RecordingEncode`] if the
     /// worker is gone.
     pub async fn finish(mut self, at_ms: i64) -> Result<NewRecording, CrmError> {
         let (reply, answer) = oneshot::channel();
@@ -499,14 +752,14 @@ struct OpenRecording {
     failure: Option<CrmError>,
 }
 
-/// The state of one encoder thread: every recording routed to it.
-struct EncoderWorker {
+/// The state of one spool thread: every recording routed to it.
+struct SpoolWorker {
     recordings: HashMap<u64, OpenRecording>,
     queued_chunks: Arc<AtomicUsize>,
     open_recordings: Arc<AtomicUsize>,
 }
 
-impl EncoderWorker {
+impl SpoolWorker {
     fn run(mut self, jobs: &mpsc::Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
             self.handle_job(job);
@@ -531,7 +784,7 @@ impl EncoderWorker {
             }
             Job::Chunks(id, batch) => {
                 for (agent, timestamp_ms, mulaw) in batch.iter() {
-                    self.encode_chunk(id, agent, timestamp_ms, mulaw);
+                    self.write_chunk(id, agent, timestamp_ms, mulaw);
                 }
             }
             Job::Finish(id, at_ms, reply) => {
@@ -559,7 +812,7 @@ impl EncoderWorker {
         Some(open)
     }
 
-    fn encode_chunk(&mut self, id: u64, agent: bool, timestamp_ms: u64, mulaw: &[u8]) {
+    fn write_chunk(&mut self, id: u64, agent: bool, timestamp_ms: u64, mulaw: &[u8]) {
         self.queued_chunks.fetch_sub(1, Ordering::Relaxed);
         let Some(open) = self.recordings.get_mut(&id) else {
             return;
@@ -569,12 +822,12 @@ impl EncoderWorker {
         if open.failure.is_some() {
             return;
         }
-        let encoded = if agent {
+        let written = if agent {
             open.recorder.push_agent(timestamp_ms, mulaw)
         } else {
             open.recorder.push_caller(timestamp_ms, mulaw)
         };
-        if let Err(e) = encoded {
+        if let Err(e) = written {
             tracing::error!(call_sid = %open.recorder.call_sid, error = %e,
                 "call recording failed; rest of the call not recorded");
             open.failure = Some(e);
@@ -593,7 +846,7 @@ fn close_abandoned(recorder: CallRecorder) {
 mod tests {
     use super::*;
 
-    /// A task wired to a channel nobody serves: the encoder is "stuck".
+    /// A task wired to a channel nobody serves: the spool writer is "stuck".
     fn stuck_task(queue_chunks: usize) -> (RecordingTask, mpsc::Receiver<Job>, Arc<AtomicUsize>) {
         let (jobs, rx) = mpsc::channel();
         let worker_queued = Arc::new(AtomicUsize::new(0));
@@ -628,7 +881,7 @@ mod tests {
             }
             other => panic!("expected the admitted chunks, got {other:?}"),
         }
-        // The encoder catching up (the worker decrements the counters) makes room again.
+        // The writer catching up (the worker decrements the counters) makes room again.
         task.call_queued.store(0, Ordering::Relaxed);
         task.push_agent(100, &[0xFF; 160]);
         assert_eq!(task.stats().dropped_chunks, 2);

@@ -54,6 +54,15 @@ pub enum WriteOp {
     },
     /// A finished recording ([`Store::attach_recording`]).
     Recording(NewRecording),
+    /// A recording's encoded file replacing its spool: once the store references `recording`,
+    /// the spool file at `replaces` is deleted (never before, so the store always points at a
+    /// file that exists; if the store refuses the new reference, the spool stays).
+    RecordingEncoded {
+        /// The encoded file ([`crate::recording::encode_spool`]).
+        recording: NewRecording,
+        /// The spool file it replaces.
+        replaces: String,
+    },
     /// A follow-up task from the call ([`Store::record_task`]; a retry stores it once).
     Task(NewTask),
 }
@@ -65,7 +74,7 @@ impl WriteOp {
         match self {
             WriteOp::IncomingCall(c) => &c.call_sid,
             WriteOp::AppendTurn(t) => &t.call_sid,
-            WriteOp::Recording(r) => &r.call_sid,
+            WriteOp::Recording(r) | WriteOp::RecordingEncoded { recording: r, .. } => &r.call_sid,
             WriteOp::Task(t) => &t.call_sid,
             WriteOp::StreamStarted { call_sid, .. }
             | WriteOp::CallEnded { call_sid, .. }
@@ -83,6 +92,7 @@ impl WriteOp {
             WriteOp::CallEnded { .. } => "call_ended",
             WriteOp::StreamEvent { .. } => "stream_event",
             WriteOp::Recording(_) => "recording",
+            WriteOp::RecordingEncoded { .. } => "recording_encoded",
             WriteOp::Task(_) => "task",
         }
     }
@@ -109,6 +119,19 @@ impl WriteOp {
                 store.record_stream_event(call_sid, event).await
             }
             WriteOp::Recording(rec) => store.attach_recording(rec).await,
+            WriteOp::RecordingEncoded {
+                recording,
+                replaces,
+            } => {
+                store.attach_recording(recording).await?;
+                if let Err(e) = crate::recording::remove_spool(replaces) {
+                    // The store already points at the encoded file: a leftover spool only
+                    // costs disk space, so this is not a failed write.
+                    tracing::warn!(call_sid = %recording.call_sid, error = %e,
+                        "encoded recording stored; its spool could not be deleted");
+                }
+                Ok(())
+            }
             WriteOp::Task(task) => store.record_task(task).await.map(|_| ()),
         }
     }

@@ -1,9 +1,11 @@
-//! Recordings: a real Ogg Opus file on disk, referenced from the call in the store.
+//! Recordings: a real stereo WAV spool written during the call, encoded to a real Ogg Opus
+//! file after it, each referenced from the call in the store in turn.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use crm::recording::{CallRecorder, RecordingPool, RecordingTask};
+use crm::recording::{CallRecorder, RecordingPool, RecordingTask, encode_spool, pending_spools};
+use crm::{CrmWriter, NewRecording, WriteOp};
 
 /// 20 ms of a 440 Hz tone (mu-law), starting at sample `offset`.
 fn tone_frame(offset: usize, freq: f64) -> Vec<u8> {
@@ -28,13 +30,33 @@ fn assert_ogg_opus(bytes: &[u8]) {
     assert_eq!(bytes[last_page + 5] & 0x04, 0x04, "EOS page");
 }
 
+/// A finished spool: a stereo 8 kHz mu-law WAV of `duration_ms`, its header lengths exact.
+fn assert_spool(new: &NewRecording, duration_ms: i64) -> Vec<u8> {
+    assert_eq!(new.codec, "pcm_mulaw");
+    assert!(new.path.ends_with(".wav"), "{new:?}");
+    let bytes = std::fs::read(&new.path).unwrap();
+    assert_eq!(new.size_bytes, Some(bytes.len() as i64));
+    assert_eq!(new.duration_ms, Some(duration_ms));
+    let (info, data) = mulaw::wav::parse(&bytes).unwrap();
+    assert_eq!(
+        (info.format, info.sample_rate, info.channels),
+        (mulaw::wav::WavFormat::MuLaw, 8000, 2)
+    );
+    assert_eq!(
+        data.len() as i64,
+        duration_ms * 16,
+        "exact length in the header"
+    );
+    bytes
+}
+
 #[tokio::test]
-async fn call_recorder_writes_a_complete_file_and_attaches_it() {
+async fn call_recorder_spools_then_the_encoded_file_replaces_the_spool_in_the_store() {
     let db = common::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
     let mut rec = CallRecorder::create(&dir.path().join("recordings"), "CA80").unwrap();
     assert!(
-        dir.path().join("recordings/CA80.ogg.part").exists(),
+        dir.path().join("recordings/CA80.wav.part").exists(),
         "written as the call goes"
     );
     for frame in 0..150u64 {
@@ -46,18 +68,131 @@ async fn call_recorder_writes_a_complete_file_and_attaches_it() {
         rec.push_agent(frame * 20, &tone_frame(frame as usize * 160, 660.0))
             .unwrap();
     }
-    let new = rec.finish(99_000).unwrap();
-    assert_eq!(new.duration_ms, Some(3_000));
-    assert_eq!(new.codec, "opus");
-    let bytes = std::fs::read(&new.path).unwrap();
-    assert_eq!(new.size_bytes, Some(bytes.len() as i64));
+    let spool = rec.finish(99_000).unwrap();
+    assert!(!dir.path().join("recordings/CA80.wav.part").exists());
+    let wav = assert_spool(&spool, 3_000);
+    let (_, data) = mulaw::wav::parse(&wav).unwrap();
+    assert_eq!(data[0], tone_frame(0, 440.0)[0], "caller on the left");
+    assert_eq!(data[1], 0xFF, "agent silent on the right before it speaks");
+
+    // The call ends: the spool is referenced at once, so the recording plays right away.
+    let (writer, writer_task) = CrmWriter::spawn(db.store.clone(), 16);
+    writer.submit(WriteOp::Recording(spool.clone())).unwrap();
+    writer.flush().await;
+    assert_eq!(
+        db.store.get_recording("CA80").await.unwrap().path,
+        spool.path
+    );
+
+    let encoded = encode_spool(&spool).unwrap();
+    assert_eq!(encoded.codec, "opus");
+    assert_eq!(encoded.duration_ms, Some(3_000));
+    assert_eq!(encoded.at_ms, 99_000);
+    assert!(encoded.path.ends_with("recordings/CA80.ogg"), "{encoded:?}");
+    let bytes = std::fs::read(&encoded.path).unwrap();
+    assert_eq!(encoded.size_bytes, Some(bytes.len() as i64));
+    assert!(
+        bytes.len() * 3 < wav.len(),
+        "Ogg Opus is far smaller than the spool"
+    );
     assert!(!dir.path().join("recordings/CA80.ogg.part").exists());
     assert_ogg_opus(&bytes);
+    assert!(
+        std::path::Path::new(&spool.path).exists(),
+        "the spool stays until the store points at the Ogg"
+    );
 
-    db.store.attach_recording(&new).await.unwrap();
+    writer
+        .submit(WriteOp::RecordingEncoded {
+            recording: encoded.clone(),
+            replaces: spool.path.clone(),
+        })
+        .unwrap();
+    writer.flush().await;
     let stored = db.store.get_recording("CA80").await.unwrap();
-    assert_eq!(stored.path, new.path);
+    assert_eq!(
+        (stored.path, stored.codec),
+        (encoded.path, "opus".to_owned())
+    );
+    assert!(!std::path::Path::new(&spool.path).exists(), "spool deleted");
+    drop(writer);
+    writer_task.await.unwrap();
     db.finish().await;
+}
+
+#[tokio::test]
+async fn a_spool_the_store_refuses_to_replace_is_kept() {
+    let db = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = CallRecorder::create(dir.path(), "CA83").unwrap();
+    rec.push_caller(0, &tone_frame(0, 440.0)).unwrap();
+    let spool = rec.finish(1).unwrap();
+    let mut encoded = encode_spool(&spool).unwrap();
+    encoded.call_sid = "not a sid".to_owned(); // the store refuses it for good
+    let (writer, writer_task) = CrmWriter::spawn(db.store.clone(), 16);
+    writer
+        .submit(WriteOp::RecordingEncoded {
+            recording: encoded,
+            replaces: spool.path.clone(),
+        })
+        .unwrap();
+    writer.flush().await;
+    assert_eq!(writer.stats().rejected, 1);
+    assert!(
+        std::path::Path::new(&spool.path).exists(),
+        "no reference moved, so the spool is not deleted"
+    );
+    drop(writer);
+    writer_task.await.unwrap();
+    db.finish().await;
+}
+
+#[test]
+fn spools_left_by_a_stopped_server_are_found_and_bad_ones_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        pending_spools(&dir.path().join("missing"))
+            .unwrap()
+            .is_empty()
+    );
+    for sid in ["CA_LEFT1", "CA_LEFT2"] {
+        let mut rec = CallRecorder::create(dir.path(), sid).unwrap();
+        for frame in 0..10u64 {
+            rec.push_caller(frame * 20, &tone_frame(frame as usize * 160, 440.0))
+                .unwrap();
+        }
+        rec.finish(1).unwrap();
+    }
+    // A call still being spooled (or cut by a crash), an encoded file, and junk.
+    let _live = CallRecorder::create(dir.path(), "CA_LIVE").unwrap();
+    std::fs::write(dir.path().join("CA_DONE.ogg"), b"OggS").unwrap();
+    std::fs::write(dir.path().join("bad name.wav"), b"RIFF").unwrap();
+    std::fs::create_dir(dir.path().join("CA_DIR.wav")).unwrap();
+    let found = pending_spools(dir.path()).unwrap();
+    let sids: Vec<&str> = found.iter().map(|r| r.call_sid.as_str()).collect();
+    assert_eq!(sids, ["CA_LEFT1", "CA_LEFT2"]);
+    assert!(
+        found
+            .iter()
+            .all(|r| r.duration_ms == Some(200) && r.at_ms > 0)
+    );
+    assert!(encode_spool(&found[0]).is_ok());
+
+    // Not a spool: typed errors, and no half-written Ogg left behind.
+    let mut not_wav = found[1].clone();
+    not_wav.path = dir.path().join("CA_DONE.ogg").display().to_string();
+    assert_eq!(encode_spool(&not_wav).unwrap_err().http_status(), 400);
+    std::fs::write(&found[1].path, b"RIFF\0\0\0\0WAVEjunk").unwrap();
+    let err = encode_spool(&found[1]).unwrap_err();
+    assert!(err.to_string().contains("WAV"), "{err}");
+    assert!(!dir.path().join("CA_LEFT2.ogg.part").exists());
+    assert!(!dir.path().join("CA_LEFT2.ogg").exists());
+    let mut gone = found[1].clone();
+    gone.path = dir.path().join("CA_GONE.wav").display().to_string();
+    assert!(matches!(
+        encode_spool(&gone),
+        Err(crm::CrmError::RecordingIo { .. })
+    ));
 }
 
 #[tokio::test]
@@ -70,11 +205,8 @@ async fn recording_task_keeps_audio_off_the_call_path() {
     }
     assert_eq!(task.stats().dropped_chunks, 0);
     let new = task.finish(5).await.unwrap();
-    assert!(
-        (2_000..=2_020).contains(&new.duration_ms.unwrap()),
-        "{new:?}"
-    );
-    assert_ogg_opus(&std::fs::read(&new.path).unwrap());
+    // The agent's last frame ends at 2,005 ms: padded to a whole 20 ms frame.
+    assert_spool(&new, 2_020);
 }
 
 #[tokio::test]
@@ -84,7 +216,7 @@ async fn recording_task_dropped_without_finish_still_closes_the_file() {
     task.push_caller(0, &tone_frame(0, 300.0));
     drop(task);
     // The blocking thread finishes on its own; wait (bounded) for the rename.
-    let done = dir.path().join("CA82.ogg");
+    let done = dir.path().join("CA82.wav");
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while !done.exists() {
             tokio::task::yield_now().await;
@@ -104,7 +236,7 @@ fn bad_call_sid_cannot_escape_the_directory() {
 }
 
 #[tokio::test]
-async fn many_calls_share_a_small_encoder_pool() {
+async fn many_calls_share_a_small_pool_and_are_encoded_after_they_end() {
     let dir = tempfile::tempdir().unwrap();
     let pool = RecordingPool::new(2).unwrap();
     assert_eq!(pool.workers(), 2);
@@ -129,13 +261,34 @@ async fn many_calls_share_a_small_encoder_pool() {
         assert_eq!(task.stats().dropped_chunks, 0);
         finished.push(task.finish(7).await.unwrap());
     }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     for (n, new) in finished.iter().enumerate() {
         assert_eq!(new.call_sid, format!("CA_POOL{n}"));
-        assert_eq!(new.duration_ms, Some(1_000), "{new:?}");
         assert_eq!(new.at_ms, 7);
-        assert_ogg_opus(&std::fs::read(&new.path).unwrap());
+        assert_spool(new, 1_000);
+        let done_tx = done_tx.clone();
+        pool.encode_later(
+            new.clone(),
+            Box::new(move |encoded| done_tx.send(encoded).unwrap()),
+        )
+        .unwrap();
     }
     assert_eq!(pool.open_recordings(), 0, "every recorder released");
+    let mut encoded: Vec<NewRecording> = (0..calls)
+        .map(|_| {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    encoded.sort_by_key(|r| r.call_sid[7..].parse::<usize>().unwrap());
+    for (n, ogg) in encoded.iter().enumerate() {
+        assert_eq!(ogg.call_sid, format!("CA_POOL{n}"));
+        assert_eq!((ogg.duration_ms, ogg.at_ms), (Some(1_000), 7));
+        assert_ogg_opus(&std::fs::read(&ogg.path).unwrap());
+    }
+    assert_eq!(pool.pending_encodes(), 0);
 }
 
 #[tokio::test]
@@ -155,7 +308,7 @@ async fn recording_on_the_pool_keeps_caller_and_agent_on_their_channels() {
         task.push_caller(frame * 20, caller);
         task.push_agent(frame * 20, agent);
     }
-    let new = task.finish(1).await.unwrap();
+    let new = encode_spool(&task.finish(1).await.unwrap()).unwrap();
     let pcm = decode_stereo(&std::fs::read(&new.path).unwrap());
     let energy = |range: std::ops::Range<usize>, channel: usize| -> f64 {
         range
@@ -236,7 +389,7 @@ fn each_channel_decodes_to_its_own_side_when_both_talk_at_once() {
         rec.push_caller(frame as u64 * 20, &caller).unwrap();
         rec.push_agent(frame as u64 * 20, &agent).unwrap();
     }
-    let new = rec.finish(1).unwrap();
+    let new = encode_spool(&rec.finish(1).unwrap()).unwrap();
     let pcm = decode_stereo(&std::fs::read(&new.path).unwrap());
     assert!(pcm.len() >= 2 * caller_pcm.len());
     let channel = |index: usize| -> Vec<f64> {
@@ -268,5 +421,53 @@ fn each_channel_decodes_to_its_own_side_when_both_talk_at_once() {
     for (decoded, input) in [(&left, &caller), (&right, &agent)] {
         let ratio = energy(&decoded[mid.clone()]) / energy(&input[mid.clone()]);
         assert!((0.8..1.25).contains(&ratio), "energy ratio {ratio}");
+    }
+}
+
+/// Nice value of each thread of this process whose name is `prefix` and a number.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(prefix: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        let Some(index) = name.trim_end().strip_prefix(prefix) else {
+            continue;
+        };
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, nice is field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        nice.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    nice
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn encoder_threads_run_below_the_calls_priority() {
+    let pool = RecordingPool::new(2).unwrap();
+    assert_eq!(pool.encoders(), 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let nice = thread_nice_values("rec-encoder-");
+        if nice.len() >= 2
+            && nice
+                .iter()
+                .all(|&n| n == i64::from(crm::recording::ENCODER_THREAD_NICE))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "encoder threads' nice values: {nice:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
