@@ -181,6 +181,9 @@ pub fn build(
     deps.engine_config()
         .validate()
         .map_err(|e| invalid("EOU_MS", e.to_string()))?;
+    if let Some(dir) = deps.recordings_dir.clone() {
+        encode_leftover_spools(dir, writer.clone());
+    }
     let deps = Arc::new(deps);
 
     // Synthesize the greeting and fixed lines in the background: start-up is not delayed by
@@ -299,6 +302,67 @@ fn adapt(
 
 /// Waits until every queued CRM write is stored (bounded: a database that stays down does not
 /// hold the shutdown forever).
+/// Queues for encoding the WAV spools a previous run left unencoded (it stopped before its
+/// encoders were done): each then replaces its spool in the CRM, as after a call.
+fn encode_leftover_spools(dir: std::path::PathBuf, writer: crm::CrmWriter) {
+    tokio::task::spawn_blocking(move || {
+        let spools = match crm::recording::pending_spools(&dir) {
+            Ok(spools) => spools,
+            Err(error) => {
+                tracing::error!(%error, "could not look for unencoded call recordings");
+                return;
+            }
+        };
+        if spools.is_empty() {
+            return;
+        }
+        let pool = match crm::recording::RecordingPool::shared() {
+            Ok(pool) => pool,
+            Err(error) => {
+                tracing::error!(%error, "unencoded call recordings stay WAV");
+                return;
+            }
+        };
+        tracing::info!(
+            count = spools.len(),
+            dir = %dir.display(),
+            "encoding call recordings a previous run left as WAV"
+        );
+        for spool in spools {
+            let done = crm::recording::replace_spool_when_encoded(
+                Some(writer.clone()),
+                spool.path.clone(),
+            );
+            if let Err(error) = pool.encode_later(spool, done) {
+                tracing::error!(%error, "unencoded call recordings stay WAV");
+                return;
+            }
+        }
+    });
+}
+
+/// At shutdown, after the calls have ended: lets the recording encoders finish (within
+/// `limit`) so their results reach the CRM before it closes. What is left stays WAV, referenced
+/// and playable, and is encoded at the next start.
+pub async fn finish_recordings(limit: Duration) {
+    let Some(pool) = crm::recording::RecordingPool::shared_if_started() else {
+        return;
+    };
+    let pending = pool.pending_encodes();
+    if pending == 0 {
+        return;
+    }
+    let left = pool.wait_for_encodes(limit).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "call recordings still encoding at shutdown stay WAV until the next start"
+        );
+    } else {
+        tracing::info!(encoded = pending, "pending call recordings encoded");
+    }
+}
+
 pub async fn flush_crm(writer: &crm::CrmWriter, limit: Duration) {
     let depth = writer.depth();
     if tokio::time::timeout(limit, writer.flush()).await.is_err() {

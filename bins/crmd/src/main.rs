@@ -81,6 +81,7 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
     let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), calls.handler);
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {
+        crmd::calls::finish_recordings(std::time::Duration::from_secs(10)).await;
         crmd::calls::flush_crm(&writer, std::time::Duration::from_secs(10)).await;
     }));
     state.set_whatsapp(whatsapp);

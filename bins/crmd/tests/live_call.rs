@@ -268,8 +268,65 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         "the stored recording path survives a restart from another directory: {path:?}"
     );
     assert!(path.starts_with(dir.path().canonicalize().unwrap()) || path.starts_with(dir.path()));
+    // Encoded to Ogg Opus after the call, before the graceful exit; the WAV spool is gone.
+    assert_eq!(recording.codec, "opus", "{recording:?}");
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..4], b"OggS");
+    assert!(!path.with_extension("wav").exists());
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_a_stopped_server_left_as_wav_is_encoded_at_the_next_start() {
+    let speech_addr = start_speech_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    // What a previous run left: a call whose recording is still its WAV spool.
+    let db_url = format!("sqlite://{}/crmd.sqlite", dir.path().display());
+    let store = crm::Store::connect(&db_url).await.unwrap();
+    store
+        .record_incoming_call(&crm::NewCall {
+            call_sid: "CA_LEFT_AS_WAV".into(),
+            account_sid: None,
+            from: Some("+972501234567".into()),
+            to: Some("+97231234567".into()),
+            direction: "inbound".into(),
+            status: Some("completed".into()),
+            caller_name: None,
+            at_ms: 1_000,
+        })
+        .await
+        .unwrap();
+    let recordings = dir.path().join("recordings");
+    let mut recorder = crm::recording::CallRecorder::create(&recordings, "CA_LEFT_AS_WAV").unwrap();
+    for frame in 0..100u64 {
+        let tone: Vec<u8> = (0..160)
+            .map(|i| if (i / 10) % 2 == 0 { 0x20 } else { 0xA0 })
+            .collect();
+        recorder.push_caller(frame * 20, &tone).unwrap();
+    }
+    let spool = recorder.finish(2_000).unwrap();
+    store.attach_recording(&spool).await.unwrap();
+    store.close().await;
+
+    let crmd = start_crmd(&dir, speech_addr, &[]);
+    crmd.wait_for_line("call recording encoded", Duration::from_secs(30))
+        .await;
+    let (exit, log) = stop_gracefully(crmd).await;
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        log.contains("encoding call recordings a previous run left as WAV"),
+        "{log}"
+    );
+
+    let store = crm::Store::connect(&db_url).await.unwrap();
+    let recording = store.get_recording("CA_LEFT_AS_WAV").await.unwrap();
+    assert_eq!(recording.codec, "opus", "{recording:?}");
+    assert_eq!(recording.duration_ms, Some(2_000));
+    assert_eq!(&std::fs::read(&recording.path).unwrap()[..4], b"OggS");
+    assert!(
+        !std::path::Path::new(&spool.path).exists(),
+        "the spool is replaced"
+    );
     store.close().await;
 }
 

@@ -443,7 +443,7 @@ async fn barge_in_clears_at_once_and_no_more_audio_of_that_turn_is_sent() {
 
     // The recording stops the interrupted reply where the caller stopped hearing it: audio
     // the clear dropped (sent ahead within the lead, never played) is not in the file.
-    let recording = h.store.get_recording(CALL_SID).await.unwrap();
+    let recording = h.encoded_recording().await;
     let recording = decode_recording(&std::fs::read(&recording.path).unwrap());
     let agent_sounding = recording.frames_where(|_, right| right > 1000.0);
     let clear_ms = (clear_at - log.start_sent_at.unwrap()).as_millis() as u64;
@@ -684,9 +684,11 @@ async fn a_caller_hanging_up_without_stop_ends_the_call_cleanly_and_it_is_record
             .any(|t| t.speaker == crm::Speaker::Caller && t.text == "What are your opening hours?")
     );
     // The audio up to the hang-up is recorded and referenced too.
-    let recording = detail
-        .recording
-        .expect("a recording for a call without stop");
+    assert!(
+        detail.recording.is_some(),
+        "a recording for a call without stop"
+    );
+    let recording = h.encoded_recording().await;
     let decoded = decode_recording(&std::fs::read(&recording.path).unwrap());
     assert!(
         decoded.duration_ms.abs_diff(summary.duration_ms) <= 250,
@@ -1049,26 +1051,35 @@ async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twil
     let greeting_sig = h.signature(&h.greeting());
     let reply_ms = (tts_ms(OPENING_HOURS_1) + tts_ms(OPENING_HOURS_2)) as u64;
 
-    // The call references the finished file; no partial file is left behind.
-    let finished = summary.recording.clone().expect("the call was recorded");
+    // The call ends with a complete WAV spool (no partial file left behind), referenced
+    // from the call at once.
+    let spool = summary.recording.clone().expect("the call was recorded");
     assert_eq!(summary.recording_dropped_chunks, 0);
+    let spool_path = h.recordings_dir.join(format!("{CALL_SID}.wav"));
+    assert_eq!(spool.path, spool_path.display().to_string());
+    assert_eq!(spool.codec, "pcm_mulaw");
+    assert!(
+        !h.recordings_dir
+            .join(format!("{CALL_SID}.wav.part"))
+            .exists()
+    );
+    // After the call, the Ogg Opus encoding replaces it: in the store, then on disk.
+    let stored = h.encoded_recording().await;
     let expected_path = h.recordings_dir.join(format!("{CALL_SID}.ogg"));
-    assert_eq!(finished.path, expected_path.display().to_string());
+    assert_eq!(stored.path, expected_path.display().to_string());
+    assert!(!spool_path.exists(), "the spool is deleted once replaced");
     assert!(
         !h.recordings_dir
             .join(format!("{CALL_SID}.ogg.part"))
             .exists()
     );
-    h.writer.flush().await;
-    let stored = h.store.get_recording(CALL_SID).await.unwrap();
-    assert_eq!(stored.path, finished.path);
-    assert_eq!(stored.codec, "opus");
     let file = std::fs::read(&expected_path).unwrap();
     assert_eq!(stored.size_bytes, Some(file.len() as i64));
+    assert_eq!(stored.duration_ms, spool.duration_ms);
     let detail = h.store.get_call_with_turns(CALL_SID).await.unwrap();
     assert_eq!(
         detail.recording.as_ref().map(|r| &r.path),
-        Some(&finished.path)
+        Some(&stored.path)
     );
 
     // Ogg Opus, two channels, as long as the call.

@@ -275,6 +275,41 @@ pub fn remove_spool(path: &str) -> Result<(), CrmError> {
     }
 }
 
+/// The usual [`EncodeDone`] for a spool at `spool_path`. With a CRM writer, it queues
+/// [`crate::WriteOp::RecordingEncoded`]: the store moves to the Ogg file, then the spool is
+/// deleted. Without one (nothing references the spool), it deletes the spool now that the Ogg
+/// exists. A failed encoding leaves the spool as it is (the encoder logged why).
+#[must_use]
+pub fn replace_spool_when_encoded(
+    writer: Option<crate::CrmWriter>,
+    spool_path: String,
+) -> EncodeDone {
+    Box::new(move |encoded| {
+        let Ok(recording) = encoded else {
+            return;
+        };
+        match writer {
+            Some(writer) => {
+                let call_sid = recording.call_sid.clone();
+                let op = crate::WriteOp::RecordingEncoded {
+                    recording,
+                    replaces: spool_path,
+                };
+                if let Err(error) = writer.submit(op) {
+                    tracing::error!(%call_sid, %error,
+                        "encoded recording not queued to the CRM; the call keeps its WAV spool");
+                }
+            }
+            None => {
+                if let Err(error) = remove_spool(&spool_path) {
+                    tracing::warn!(call_sid = %recording.call_sid, %error,
+                        "recording encoded; its spool could not be deleted");
+                }
+            }
+        }
+    })
+}
+
 fn encode_error(err: mulaw::Error) -> CrmError {
     CrmError::RecordingEncode(err.to_string())
 }
@@ -475,7 +510,6 @@ impl RecordingPool {
     /// # Errors
     /// [`CrmError::RecordingEncode`] if the threads could not be started (retried next call).
     pub fn shared() -> Result<&'static RecordingPool, CrmError> {
-        static SHARED: OnceLock<RecordingPool> = OnceLock::new();
         if let Some(pool) = SHARED.get() {
             return Ok(pool);
         }
@@ -484,6 +518,24 @@ impl RecordingPool {
         // A racing first call may have won; its pool is used and ours is dropped (its idle
         // threads exit when their channels close).
         Ok(SHARED.get_or_init(|| pool))
+    }
+
+    /// The process-wide pool if something has started it (so shutdown can wait for its
+    /// encoders without starting threads).
+    #[must_use]
+    pub fn shared_if_started() -> Option<&'static RecordingPool> {
+        SHARED.get()
+    }
+
+    /// Waits (polling, without blocking the runtime) until the encoders' backlog is empty or
+    /// `limit` has passed; returns the spools still pending. At shutdown: what is left stays a
+    /// referenced, playable WAV, and [`pending_spools`] finds it at the next start.
+    pub async fn wait_for_encodes(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending_encodes() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.pending_encodes()
     }
 
     /// Spool threads in the pool.
@@ -546,6 +598,9 @@ impl RecordingPool {
         })
     }
 }
+
+/// The process-wide pool ([`RecordingPool::shared`]).
+static SHARED: OnceLock<RecordingPool> = OnceLock::new();
 
 fn thread_error(e: std::io::Error) -> CrmError {
     CrmError::RecordingEncode(format!(

@@ -409,8 +409,10 @@ pub async fn mark_task_done(
     ))
 }
 
-/// `GET /api/calls/{call_sid}/recording`: the call's Ogg Opus file, streamed from disk, with
-/// `Range` (seeking in an `<audio>` element), `HEAD` and `If-Modified-Since` support.
+/// `GET /api/calls/{call_sid}/recording`: the call's recording streamed from disk, with
+/// `Range` (seeking in an `<audio>` element), `HEAD` and `If-Modified-Since` support: Ogg Opus
+/// (`audio/ogg`), or, in the moments after the call before it is encoded, its stereo mu-law
+/// WAV spool (`audio/wav`).
 pub async fn get_recording(
     _token: ApiToken,
     State(state): State<EdgeState>,
@@ -442,15 +444,22 @@ pub async fn get_recording(
     };
     let mut response = response.map(Body::new);
     let headers = response.headers_mut();
-    // Served as audio/ogg whatever the file name says; 416 and 304 answers keep their own.
+    let (media_type, extension) = if recording.codec == crm::recording::RECORDING_SPOOL_CODEC {
+        ("audio/wav", "wav")
+    } else {
+        ("audio/ogg", "ogg")
+    };
+    // Served by the stored codec whatever the file name says; 416 and 304 answers keep their own.
     if headers.contains_key(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
     }
+    // The file changes when the encoded recording replaces the spool: always revalidate.
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     // The call sid was validated by the store (letters, digits, `_`, `-`): a valid header value.
-    if let Ok(disposition) =
-        HeaderValue::from_str(&format!("inline; filename=\"{}.ogg\"", recording.call_sid))
-    {
+    if let Ok(disposition) = HeaderValue::from_str(&format!(
+        "inline; filename=\"{}.{extension}\"",
+        recording.call_sid
+    )) {
         headers.insert(CONTENT_DISPOSITION, disposition);
     }
     Ok(response)

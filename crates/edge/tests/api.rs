@@ -342,13 +342,13 @@ async fn messages_of_a_contact_need_a_valid_known_number(data: &TestDatabase) {
     edge.shut_down().await;
 }
 
-async fn recording_is_streamed_as_ogg_from_its_file(data: &TestDatabase) {
+async fn recording_is_streamed_from_its_file_as_wav_then_as_ogg(data: &TestDatabase) {
     let edge = api_edge(data).await;
     edge.store
         .record_incoming_call(&new_call("CA_REC", "+972501234567", "in-progress", 1_000))
         .await
         .unwrap();
-    // A real recording: two seconds of caller and agent audio encoded to Ogg Opus on disk.
+    // A real recording: two seconds of caller and agent audio spooled to a WAV on disk...
     let dir = data.path().join("recordings");
     let mut recorder = crm::recording::CallRecorder::create(&dir, "CA_REC").unwrap();
     let tone: Vec<u8> = (0..160u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -356,7 +356,30 @@ async fn recording_is_streamed_as_ogg_from_its_file(data: &TestDatabase) {
         recorder.push_caller(frame * 20, &tone).unwrap();
         recorder.push_agent(frame * 20, &tone).unwrap();
     }
-    let recording = recorder.finish(2_000).unwrap();
+    let spool = recorder.finish(2_000).unwrap();
+    edge.store.attach_recording(&spool).await.unwrap();
+    // ...which plays at once, as a WAV, until its encoding replaces it.
+    let res = client()
+        .get(edge.url("/api/calls/CA_REC/recording"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "audio/wav");
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "inline; filename=\"CA_REC.wav\""
+    );
+    let body = res.bytes().await.unwrap();
+    assert_eq!(
+        body.as_ref(),
+        std::fs::read(&spool.path).unwrap().as_slice()
+    );
+    let (info, _) = mulaw::wav::parse(&body).unwrap();
+    assert_eq!(info.channels, 2);
+
+    let recording = crm::recording::encode_spool(&spool).unwrap();
     let on_disk = std::fs::read(&recording.path).unwrap();
     edge.store.attach_recording(&recording).await.unwrap();
 
@@ -558,6 +581,6 @@ on_both_backends!(
     contacts_page_with_cursor_and_before_and_refuse_bad_input,
     calls_filter_and_page_and_show_their_transcript,
     messages_of_a_contact_need_a_valid_known_number,
-    recording_is_streamed_as_ogg_from_its_file,
+    recording_is_streamed_from_its_file_as_wav_then_as_ogg,
     tasks_are_listed_by_status_and_marked_done,
 );

@@ -105,9 +105,11 @@ pub struct CallSummary {
     pub hangup: Option<Result<HangupOutcome, String>>,
     /// Inbound stream health at the end.
     pub inbound_health: Option<twilio_stream::media::StreamHealthSnapshot>,
-    /// The finished recording (also queued to the CRM), when calls are recorded.
+    /// The finished recording (also queued to the CRM), when calls are recorded: the stereo
+    /// mu-law WAV spool. Its Ogg Opus encoding follows on the recording pool's encoder threads
+    /// (same path, `.ogg`) and replaces the spool, in the CRM and on disk.
     pub recording: Option<crm::NewRecording>,
-    /// 20 ms chunks left out of the recording because its encoder fell behind.
+    /// 20 ms chunks left out of the recording because its spool writer fell behind.
     pub recording_dropped_chunks: u64,
 }
 

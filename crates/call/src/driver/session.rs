@@ -1611,6 +1611,7 @@ impl Session {
                     "call recording finished"
                 );
                 self.crm_submit(crm::WriteOp::Recording(finished.clone()));
+                self.encode_recording_later(finished.clone());
                 self.summary.recording = Some(finished);
             }
             Ok(Err(error)) => {
@@ -1622,6 +1623,20 @@ impl Session {
                     "call recording did not finish in time; the call has no recording"
                 );
             }
+        }
+    }
+
+    /// Queues the finished spool for encoding to Ogg Opus after the call. With a CRM, the
+    /// encoded file replaces the spool's reference (and the spool is deleted once it has);
+    /// without one, the Ogg file replaces the spool on disk. If either step fails the spool
+    /// stays: it is a complete, playable WAV.
+    fn encode_recording_later(&self, spool: crm::NewRecording) {
+        let done =
+            crm::recording::replace_spool_when_encoded(self.deps.crm.clone(), spool.path.clone());
+        let queued =
+            crm::recording::RecordingPool::shared().and_then(|pool| pool.encode_later(spool, done));
+        if let Err(error) = queued {
+            tracing::error!(%error, "call recording not queued for encoding; the call keeps its WAV spool");
         }
     }
 

@@ -499,6 +499,24 @@ impl Harness {
             .unwrap()
     }
 
+    /// The call's recording once its Ogg Opus encoding has replaced the WAV spool in the store
+    /// (encoded after the call on the recording pool's encoder threads).
+    pub async fn encoded_recording(&self) -> crm::Recording {
+        tokio::time::timeout(BOUND, async {
+            loop {
+                self.writer.flush().await;
+                if let Ok(recording) = self.store.get_recording(CALL_SID).await
+                    && recording.codec == "opus"
+                {
+                    return recording;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the recording was not encoded in time")
+    }
+
     /// The signature byte of `text`'s audio (it must have been synthesized).
     pub fn signature(&self, text: &str) -> u8 {
         let distinct = self.tts.distinct.lock().unwrap();
