@@ -3,10 +3,16 @@
 #   scripts/perf/ab.sh BIN_DIR CALLS LABEL
 # BIN_DIR holds release builds of crmd, callsim and speech-standin (e.g. a patched crmd next to
 # the usual tools). Starts a fresh stand-in and crmd on free loopback ports, runs
-# `callsim load --calls CALLS --ramp 8 --duration 25 --barge-in-every 2 --redial`, stops both
+# `callsim load --calls CALLS --ramp 8 --duration 25 --barge-in-every 2 --redial` (AB_DURATION=S
+# for another duration; AB_CALL_SECONDS=S makes each call hang up after S seconds and redial, so
+# calls end all through the run and their recordings are encoded under load), stops both
 # (by pid) and prints one summary line; the JSON report stays in target/perf/ab/LABEL-CALLS/.
 # AB_RESPONDER=llm answers with the stand-in's OpenAI-compatible model (replies generated per
 # call, so no phrase-cache sharing) instead of the scripted responder.
+# Calls are recorded into LABEL-CALLS/recordings (crmd's default is on); RECORDINGS_DIR= (empty)
+# turns recording off. A recording is spooled as WAV during the call and encoded to Ogg Opus
+# after it, so most encoding happens once the load has ended: the script then waits for the
+# spools to be encoded and prints crmd's CPU time for that, per second of recorded call.
 set -eu
 BIN=$1; N=$2; LABEL=$3
 cd "$(dirname "$0")/../.."
@@ -22,6 +28,7 @@ fi
 "$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 "$@" > "$D/standin.log" 2>&1 &
 SPID=$!
 sleep 0.5
+RECORDINGS_DIR=${RECORDINGS_DIR-$D/recordings}; export RECORDINGS_DIR
 PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \
   GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info \
   "$BIN/crmd" > "$D/crmd.log" 2>&1 &
@@ -29,7 +36,20 @@ CPID=$!
 trap 'kill $CPID $SPID 2>/dev/null || true' EXIT
 sleep 1.5
 TWILIO_AUTH_TOKEN=t "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp 8 \
-  --duration 25 --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial --json > "$D/load.json"
+  --duration "${AB_DURATION:-25}" --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial ${AB_CALL_SECONDS:+--call-seconds "$AB_CALL_SECONDS"} --json > "$D/load.json"
+# Deferred encoding: crmd's CPU from the end of the load until no spool is left (at most 300 s).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$CPID/stat"; }
+if [ -n "$RECORDINGS_DIR" ] && [ -d "$RECORDINGS_DIR" ]; then
+  T0=$(cpu_ticks); W0=$(date +%s)
+  SPOOL_BYTES=$(find "$RECORDINGS_DIR" -name '*.wav*' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  while [ -n "$(find "$RECORDINGS_DIR" -name '*.wav' -print -quit)" ] && [ $(( $(date +%s) - W0 )) -lt 300 ]; do
+    sleep 0.5
+  done
+  T1=$(cpu_ticks); HZ=$(getconf CLK_TCK)
+  [ "$SPOOL_BYTES" -gt 0 ] && python3 -c "import sys; t=($T1-$T0)/$HZ; s=$SPOOL_BYTES/16000; left=int(sys.argv[1]);
+print('after the load: %.1f CPU-s encoding %.0f s of spooled call (%.4f %% of a core per call), %d spools left' % (t, s, 100*t/max(s,1), left))" \
+    "$(find "$RECORDINGS_DIR" -name '*.wav' | wc -l)"
+fi
 python3 - "$D/load.json" "$LABEL" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = r["server"]

@@ -40,6 +40,10 @@ pub struct LoadOptions {
     /// When a call ends before the run does (e.g. the server hangs up), place a new one in its
     /// slot, so the concurrency stays at `calls`.
     pub redial: bool,
+    /// Each call hangs up (`stop`) after this long instead of running to the end of the run;
+    /// with `redial`, calls then end and start all through the run, as on a real line (and what
+    /// the server does after a call, e.g. encoding its recording, happens under load).
+    pub call_length: Option<Duration>,
 }
 
 /// Calls are not started with less than this left of the run.
@@ -319,6 +323,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         let silence = Arc::clone(&silence);
         let live = Arc::clone(&live);
         let redial = options.redial;
+        let call_length = options.call_length;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
             let mut outcomes = Vec::new();
@@ -331,7 +336,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 let plan = Arc::new(CallPlan {
                     steps: steps.clone(),
                     loop_from: Some(loop_from),
-                    max_duration: remaining,
+                    max_duration: call_length.map_or(remaining, |length| length.min(remaining)),
                 });
                 live.fetch_add(1, Ordering::Relaxed);
                 let outcome =

@@ -93,6 +93,10 @@ struct LoadArgs {
     /// Place a new call when one ends early (e.g. the server hangs up), keeping --calls live.
     #[arg(long)]
     redial: bool,
+    /// Each call hangs up after this many seconds (with --redial a new one takes its place), so
+    /// calls end and start all through the run. Default: calls last until the run ends.
+    #[arg(long)]
+    call_seconds: Option<f64>,
 }
 
 fn common_options(common: &Common) -> Result<(CallOptions, Vec<Arc<CallerClip>>), String> {
@@ -269,6 +273,10 @@ async fn load(args: LoadArgs) -> Result<ExitCode, String> {
         barge_in_every: args.barge_in_every,
         sample_every: Duration::from_secs(1),
         redial: args.redial,
+        call_length: args
+            .call_seconds
+            .map(|s| seconds("call-seconds", s))
+            .transpose()?,
     };
     let report = run_load(options).await;
     if args.common.json {

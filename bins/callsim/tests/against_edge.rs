@@ -183,6 +183,7 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
         barge_in_every: 2,
         sample_every: Duration::from_millis(200),
         redial: true,
+        call_length: None,
     })
     .await;
     assert_eq!(report.calls_requested, 4);
@@ -203,4 +204,32 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
     assert!(report.peak_live_calls >= 1);
     let server_usage = report.server.unwrap();
     assert!(server_usage.rss_peak_kib > 0);
+}
+
+#[tokio::test]
+async fn calls_of_a_set_length_hang_up_and_redial_all_through_the_run() {
+    let server = start_edge().await;
+    let report = run_load(LoadOptions {
+        call: options(&server),
+        calls: 2,
+        ramp: Duration::from_millis(200),
+        duration: Duration::from_secs(2),
+        server_pid: None,
+        standin_pid: None,
+        clips: vec![Arc::new(CallerClip::tone("hello there"))],
+        barge_in_every: 0,
+        sample_every: Duration::from_millis(200),
+        redial: true,
+        // Shorter than the server's 600 ms clip: the simulator hangs up first, every time.
+        call_length: Some(Duration::from_millis(300)),
+    })
+    .await;
+    assert!(report.calls_placed >= 6, "{}", report.calls_placed);
+    assert_eq!(report.calls_closed_by_server, 0, "{report:?}");
+    assert_eq!(
+        report.calls_connected, report.calls_placed,
+        "{:?}",
+        report.setup_errors
+    );
+    assert_eq!(report.protocol_errors, 0);
 }

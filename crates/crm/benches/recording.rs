@@ -1,13 +1,15 @@
-//! What recording costs per call: encoding one second of a call into stereo Ogg Opus in a real
-//! file with `CallRecorder`. The figure divided by 1 s is the share of one core a live call's
-//! recording takes.
-//! - `one_second_of_call_to_stereo_ogg_opus`: both sides talk all the time (50 caller + 50 agent
+//! What recording costs per call, in two parts. During the call `CallRecorder` spools both sides
+//! into a stereo mu-law WAV in a real file; after it `encode_spool` encodes that file to Ogg Opus.
+//! A figure divided by 1 s of call is the share of one core that part takes.
+//! - `one_second_of_call_spooled_to_wav`: both sides talk all the time (50 caller + 50 agent
 //!   frames of 20 ms tones): the worst case.
-//! - `one_second_of_conversation_to_stereo_ogg_opus`: turn-taking on real speech (the offline
+//! - `one_second_of_conversation_spooled_to_wav`: turn-taking on real speech (the offline
 //!   fallback clip): the caller talks 3 s, both sides are digital silence for 0.6 s, the agent
 //!   talks 5 s, 0.6 s of silence, and so on; one iteration is the next second of that call.
+//! - `sixty_seconds_of_{call,conversation}_encoded_from_the_spool`: the same audio, 60 s of it
+//!   spooled, encoded to an Ogg Opus file per iteration (divide by 60 for one second).
 //! - `task_push_20ms_frame`: what the call's audio loop pays per frame handed to a
-//!   `RecordingTask` (copy into the batch, one non-blocking send per batch), with the encoder
+//!   `RecordingTask` (copy into the batch, one non-blocking send per batch), with the spool
 //!   thread running alongside.
 //!
 //! Run: cargo bench -p crm --bench recording
@@ -55,48 +57,85 @@ fn conversation() -> (Vec<u8>, Vec<u8>) {
     (caller, agent)
 }
 
+/// Spools `seconds` of a call (`frame(k)` gives frame `k`'s caller and agent audio) with
+/// `CallRecorder`, 50 frames a second, from second `first`.
+fn spool_seconds<'a>(
+    recorder: &mut CallRecorder,
+    first: u64,
+    seconds: u64,
+    frame: impl Fn(u64) -> (&'a [u8], &'a [u8]),
+) {
+    for second in first..first + seconds {
+        for k in 0..50 {
+            let (c, a) = frame(second * 50 + k);
+            let at = second * 1000 + k * 20;
+            recorder.push_caller(at, c).unwrap();
+            recorder.push_agent(at, a).unwrap();
+        }
+    }
+}
+
 fn recording(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("recording");
     group.throughput(Throughput::Elements(1));
 
+    // During the call: the spool (what a live call's recording costs its spool thread).
     let caller: Vec<Vec<u8>> = (0..50).map(|i| tone_frame(i, 440.0)).collect();
     let agent: Vec<Vec<u8>> = (0..50).map(|i| tone_frame(i, 700.0)).collect();
+    let tones = |k: u64| -> (&[u8], &[u8]) {
+        let k = (k % 50) as usize;
+        (&caller[k], &agent[k])
+    };
     let mut recorder = CallRecorder::create(dir.path(), "CA_BENCH").unwrap();
     let mut second = 0u64;
-    group.bench_function("one_second_of_call_to_stereo_ogg_opus", |b| {
+    group.bench_function("one_second_of_call_spooled_to_wav", |b| {
         b.iter(|| {
-            let base_ms = second * 1000;
-            for (k, (c, a)) in caller.iter().zip(&agent).enumerate() {
-                let at = base_ms + k as u64 * 20;
-                recorder.push_caller(at, c).unwrap();
-                recorder.push_agent(at, a).unwrap();
-            }
+            spool_seconds(&mut recorder, second, 1, tones);
             second += 1;
             black_box(recorder.duration_ms())
         });
     });
     drop(recorder);
 
-    let (caller, agent) = conversation();
+    let (conv_caller, conv_agent) = conversation();
+    let talk = |k: u64| -> (&[u8], &[u8]) {
+        let at = (k as usize % (CONVERSATION_SECONDS * 50)) * 160;
+        (&conv_caller[at..at + 160], &conv_agent[at..at + 160])
+    };
     let mut recorder = CallRecorder::create(dir.path(), "CA_BENCH_CONVERSATION").unwrap();
     let mut second = 0u64;
-    group.bench_function("one_second_of_conversation_to_stereo_ogg_opus", |b| {
+    group.bench_function("one_second_of_conversation_spooled_to_wav", |b| {
         b.iter(|| {
-            let offset = (second as usize % CONVERSATION_SECONDS) * 8000;
-            let frames = caller[offset..offset + 8000]
-                .chunks_exact(160)
-                .zip(agent[offset..offset + 8000].chunks_exact(160));
-            for (k, (c, a)) in frames.enumerate() {
-                let at = second * 1000 + k as u64 * 20;
-                recorder.push_caller(at, c).unwrap();
-                recorder.push_agent(at, a).unwrap();
-            }
+            spool_seconds(&mut recorder, second, 1, talk);
             second += 1;
             black_box(recorder.duration_ms())
         });
     });
     drop(recorder);
+
+    // After the call: encoding a finished 60 s spool file to an Ogg Opus file (`encode_spool`,
+    // real files). One element is one second of call: criterion's time per iteration divided
+    // by 60 is what encoding one second of a call costs its encoder thread.
+    group.throughput(Throughput::Elements(CONVERSATION_SECONDS as u64));
+    let mut spools = Vec::new();
+    for name in [
+        "sixty_seconds_of_call_encoded_from_the_spool",
+        "sixty_seconds_of_conversation_encoded_from_the_spool",
+    ] {
+        let mut recorder = CallRecorder::create(dir.path(), name).unwrap();
+        if spools.is_empty() {
+            spool_seconds(&mut recorder, 0, CONVERSATION_SECONDS as u64, tones);
+        } else {
+            spool_seconds(&mut recorder, 0, CONVERSATION_SECONDS as u64, talk);
+        }
+        spools.push((name, recorder.finish(0).unwrap()));
+    }
+    for (name, spool) in &spools {
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(crm::recording::encode_spool(spool).unwrap().size_bytes));
+        });
+    }
     group.finish();
 }
 
@@ -106,7 +145,7 @@ fn task_push(c: &mut Criterion) {
         .build()
         .unwrap();
     let pool = RecordingPool::new(1).unwrap();
-    // Silence keeps the encoder thread (replaying its silent packet) from falling behind.
+    // The spool thread writes alongside; nothing is encoded on this path.
     let frame = [0xFF_u8; 160];
     let mut calls = 0;
     let mut group = c.benchmark_group("recording");

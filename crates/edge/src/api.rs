@@ -419,8 +419,18 @@ pub async fn get_recording(
     Path(call_sid): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let recording = store(&state)?.get_recording(&call_sid).await?;
-    match tokio::fs::metadata(&recording.path).await {
+    let store = store(&state)?;
+    let mut recording = store.get_recording(&call_sid).await?;
+    let mut file = tokio::fs::metadata(&recording.path).await;
+    // A spool is deleted right after its encoded file replaces it in the store: one gone
+    // between the two reads means the reference has moved, so read it again.
+    if recording.codec == crm::recording::RECORDING_SPOOL_CODEC
+        && matches!(&file, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        recording = store.get_recording(&call_sid).await?;
+        file = tokio::fs::metadata(&recording.path).await;
+    }
+    match file {
         Ok(meta) if meta.is_file() => {}
         outcome => {
             // The path is logged for the operator, never sent to the client.
