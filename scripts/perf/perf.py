@@ -139,7 +139,7 @@ def format_ns(ns):
     return f"{ns / 1e6:.2f} ms"
 
 
-def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every):
+def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every, call_seconds=None):
     standin_port, crmd_port = free_port(), free_port()
     standin_log = open(workdir / f"standin-{calls}.log", "w")
     crmd_log = open(workdir / f"crmd-{calls}.log", "w")
@@ -179,6 +179,8 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
         ]
         if redial:
             command.append("--redial")
+        if call_seconds:
+            command += ["--call-seconds", str(call_seconds)]
         log("$ " + " ".join(str(c) for c in command))
         result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
                                 env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN})
@@ -296,7 +298,11 @@ def render_load(reports, stopped_because, args):
                  "hears the recorded apology and is hung up). Each simulated caller listens to the greeting, "
                  "then loops: say an utterance (speech-like tones), listen to the reply; once every "
                  f"{args.barge_in_every} turns it talks over the reply 800 ms in (barge-in). `--redial` keeps "
-                 "N calls live when crmd hangs one up. The stand-in ends an utterance after 300 ms of quiet, "
+                 "N calls live when crmd hangs one up. "
+                 + (f"Each call hangs up after {args.call_seconds:g} s and its slot redials (`--call-seconds`), "
+                    "so calls end all through the steady window and what crmd does after a call (encoding its "
+                    "recording) is measured under load. " if args.call_seconds else "")
+                 + "The stand-in ends an utterance after 300 ms of quiet, "
                  "so turn latency includes those 300 ms plus the STT client's 100 ms batching.")
     lines.append("")
     lines.append("| calls | placed | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
@@ -479,6 +485,8 @@ def main():
     parser.add_argument("--ramp", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--no-redial", action="store_true")
+    parser.add_argument("--call-seconds", type=float, default=None,
+                        help="each call hangs up after this long and its slot redials")
     parser.add_argument("--crmd-log", default="info", help="RUST_LOG for crmd (production: info)")
     parser.add_argument("--note", default="", help="a sentence added under the load table's header")
     parser.add_argument("--barge-in-every", type=int, default=2,
@@ -508,7 +516,7 @@ def main():
         try:
             for calls in [int(c) for c in args.calls.split(",") if c.strip()]:
                 report = load_step(calls, args.ramp, args.duration, not args.no_redial, workdir,
-                                   args.crmd_log, args.barge_in_every)
+                                   args.crmd_log, args.barge_in_every, args.call_seconds)
                 report["crmd_log_level"] = args.crmd_log
                 (RESULTS / f"load-{calls}.json").write_text(json.dumps(report, indent=2))
                 reports.append(report)

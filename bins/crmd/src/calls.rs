@@ -181,7 +181,10 @@ pub fn build(
     deps.engine_config()
         .validate()
         .map_err(|e| invalid("EOU_MS", e.to_string()))?;
-    if let Some(dir) = deps.recordings_dir.clone() {
+    deps.recording_format = config.recording_format;
+    if let Some(dir) = deps.recordings_dir.clone()
+        && config.recording_format == crm::recording::RecordingFormat::Opus
+    {
         encode_leftover_spools(dir, writer.clone());
     }
     let deps = Arc::new(deps);

@@ -1147,6 +1147,51 @@ async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_recording_format_wav_the_spool_is_the_recording_and_nothing_is_encoded() {
+    let mut h = Harness::start(Options {
+        configure: Some(|deps| deps.recording_format = crm::recording::RecordingFormat::Wav),
+        ..Options::default()
+    })
+    .await;
+    run_twilio_client(
+        &h.ws_url,
+        vec![Step::WaitUntilAgentDone, Step::Silence(200)],
+        Leave::Stop,
+        None,
+    )
+    .await;
+    let summary = h.summary().await;
+    let spool = summary.recording.expect("the call was recorded");
+    h.writer.flush().await;
+    // Whatever the shared pool had queued (other tests' calls) is done: nothing of ours was.
+    if let Some(pool) = crm::recording::RecordingPool::shared_if_started() {
+        pool.wait_for_encodes(BOUND).await;
+    }
+    h.writer.flush().await;
+    let stored = h.store.get_recording(CALL_SID).await.unwrap();
+    assert_eq!(
+        (stored.codec.as_str(), &stored.path),
+        ("pcm_mulaw", &spool.path)
+    );
+    let wav = std::fs::read(&stored.path).unwrap();
+    let (info, data) = mulaw::wav::parse(&wav).unwrap();
+    assert_eq!((info.channels, info.sample_rate), (2, 8000));
+    assert!(
+        data.iter().skip(1).step_by(2).any(|&b| b != 0xFF),
+        "the greeting is on the agent's channel"
+    );
+    let files: Vec<String> = std::fs::read_dir(&h.recordings_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [format!("{CALL_SID}.wav")],
+        "no Ogg, no partial file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booked_callback_becomes_an_open_crm_task_for_the_callers_number() {
     let mut h = Harness::start(Options {
         stt: SttScript {

@@ -44,6 +44,39 @@ use crate::model::NewRecording;
 /// within a few tens of milliseconds of the caller's frames, so 1 s is ample.
 pub const RECORDING_MAX_SKEW_MS: u64 = 1_000;
 
+/// What a finished call's recording is kept as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RecordingFormat {
+    /// Ogg Opus, encoded after the call from the spool (about 5 KB per second of call; costs
+    /// about 1.1-1.3 ms of CPU per second of call on the encoder threads).
+    #[default]
+    Opus,
+    /// The spool itself: stereo mu-law WAV, the call's audio exactly as it crossed the line
+    /// (16 KB per second of call; no encoding CPU).
+    Wav,
+}
+
+impl RecordingFormat {
+    /// Parses `opus` or `wav` (ASCII case-insensitive).
+    #[must_use]
+    pub fn parse(value: &str) -> Option<RecordingFormat> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "opus" => Some(RecordingFormat::Opus),
+            "wav" => Some(RecordingFormat::Wav),
+            _ => None,
+        }
+    }
+
+    /// `opus` or `wav`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingFormat::Opus => "opus",
+            RecordingFormat::Wav => "wav",
+        }
+    }
+}
+
 /// Codec name stored with encoded recordings (Ogg Opus).
 pub const RECORDING_CODEC: &str = "opus";
 /// Codec name stored with a spooled recording not yet encoded (stereo mu-law WAV).

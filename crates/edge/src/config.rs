@@ -260,9 +260,12 @@ pub struct Config {
     pub server: ServerSettings,
     /// `DATABASE_URL` (default `sqlite://data/crmd.sqlite`).
     pub database_url: Secret,
-    /// `RECORDINGS_DIR` (default `data/recordings`): where each call is recorded as
-    /// `<CallSid>.ogg`. `None` when the variable is set to an empty value: calls are not recorded.
+    /// `RECORDINGS_DIR` (default `data/recordings`): where each call is recorded (spooled as
+    /// `<CallSid>.wav`, then `<CallSid>.ogg` by default). `None` when the variable is set to an empty value: calls are not recorded.
     pub recordings_dir: Option<PathBuf>,
+    /// `RECORDING_FORMAT` (`opus`, the default, or `wav`): what a call's WAV spool becomes
+    /// after the call, encoded to `<CallSid>.ogg` or kept as it is.
+    pub recording_format: crm::recording::RecordingFormat,
     /// `CRMD_API_TOKEN`: bearer token for `/api/*`.
     pub api_token: Option<Secret>,
     /// Twilio.
@@ -469,6 +472,7 @@ impl Config {
             server: server_settings(&vars)?,
             database_url: database_url(&vars)?,
             recordings_dir: recordings_dir(&vars),
+            recording_format: recording_format(&vars)?,
             api_token: vars.secret("CRMD_API_TOKEN"),
             twilio: twilio_settings(&vars)?,
             speech: speech_settings(&vars)?,
@@ -496,7 +500,11 @@ impl Config {
                 redact_database_url(self.database_url.expose())
             ),
             match &self.recordings_dir {
-                Some(dir) => format!("recordings={}", dir.display()),
+                Some(dir) => format!(
+                    "recordings={} ({})",
+                    dir.display(),
+                    self.recording_format.as_str()
+                ),
                 None => "recordings=OFF (RECORDINGS_DIR is empty)".to_owned(),
             },
             format!("max_body_bytes={}", s.max_body_bytes),
@@ -664,6 +672,18 @@ fn recordings_dir(vars: &Vars) -> Option<PathBuf> {
         None => Some(PathBuf::from(DEFAULT_RECORDINGS_DIR)),
         Some("") => None,
         Some(dir) => Some(PathBuf::from(dir)),
+    }
+}
+
+fn recording_format(vars: &Vars) -> Result<crm::recording::RecordingFormat, ConfigError> {
+    match vars.string("RECORDING_FORMAT") {
+        None => Ok(crm::recording::RecordingFormat::default()),
+        Some(value) => crm::recording::RecordingFormat::parse(&value).ok_or_else(|| {
+            ConfigError::invalid(
+                "RECORDING_FORMAT",
+                "must be `opus` (encode each call's recording after it) or `wav` (keep the stereo mu-law WAV)",
+            )
+        }),
     }
 }
 
@@ -1048,6 +1068,30 @@ mod tests {
         std::fs::write(&path, "RECORDINGS_DIR=\n").unwrap();
         let merged = collect_vars(&path, Vec::new()).unwrap();
         assert_eq!(Config::from_vars(merged).unwrap().recordings_dir, None);
+    }
+
+    #[test]
+    fn recording_format_is_opus_by_default_wav_on_request_and_typos_are_refused() {
+        use crm::recording::RecordingFormat;
+        let default = Config::from_vars(Vec::new()).unwrap();
+        assert_eq!(default.recording_format, RecordingFormat::Opus);
+        assert!(
+            default
+                .summary_line()
+                .contains("recordings=data/recordings (opus)")
+        );
+        for (value, format) in [
+            ("wav", RecordingFormat::Wav),
+            (" OPUS ", RecordingFormat::Opus),
+        ] {
+            let c = Config::from_vars(vars(&[("RECORDING_FORMAT", value)])).unwrap();
+            assert_eq!(c.recording_format, format, "{value:?}");
+        }
+        let wav = Config::from_vars(vars(&[("RECORDING_FORMAT", "wav")])).unwrap();
+        assert!(wav.summary_line().contains("(wav)"));
+        let err = Config::from_vars(vars(&[("RECORDING_FORMAT", "mp3")])).unwrap_err();
+        assert!(err.to_string().contains("RECORDING_FORMAT"), "{err}");
+        assert!(err.to_string().contains("`wav`"), "{err}");
     }
 
     #[test]

@@ -75,9 +75,11 @@ pub struct CallDeps {
     pub events: Option<broadcast::Sender<CallEvent>>,
     /// Driver timings.
     pub settings: CallSettings,
-    /// Where each call is recorded as `<CallSid>.ogg` (stereo Ogg Opus: caller left, agent
-    /// right); `None` = calls are not recorded.
+    /// Where each call is recorded (stereo: caller left, agent right), spooled as
+    /// `<CallSid>.wav` during the call; `None` = calls are not recorded.
     pub recordings_dir: Option<PathBuf>,
+    /// What the spool becomes after the call: encoded to `<CallSid>.ogg` (the default) or kept.
+    pub recording_format: crm::recording::RecordingFormat,
 }
 
 impl fmt::Debug for CallDeps {
@@ -93,6 +95,7 @@ impl fmt::Debug for CallDeps {
             .field("events", &self.events.is_some())
             .field("settings", &self.settings)
             .field("recordings_dir", &self.recordings_dir)
+            .field("recording_format", &self.recording_format)
             .finish()
     }
 }
@@ -111,6 +114,7 @@ impl CallDeps {
             events: None,
             settings: CallSettings::default(),
             recordings_dir: None,
+            recording_format: crm::recording::RecordingFormat::default(),
         }
     }
 

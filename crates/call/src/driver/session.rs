@@ -1611,7 +1611,9 @@ impl Session {
                     "call recording finished"
                 );
                 self.crm_submit(crm::WriteOp::Recording(finished.clone()));
-                self.encode_recording_later(finished.clone());
+                if self.deps.recording_format == crm::recording::RecordingFormat::Opus {
+                    self.encode_recording_later(finished.clone());
+                }
                 self.summary.recording = Some(finished);
             }
             Ok(Err(error)) => {
