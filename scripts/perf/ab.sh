@@ -39,7 +39,7 @@ TWILIO_AUTH_TOKEN=t "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N
   --duration "${AB_DURATION:-25}" --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial ${AB_CALL_SECONDS:+--call-seconds "$AB_CALL_SECONDS"} --json > "$D/load.json"
 # Deferred encoding: crmd's CPU from the end of the load until no spool is left (at most 300 s).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$CPID/stat"; }
-if [ -n "$RECORDINGS_DIR" ] && [ -d "$RECORDINGS_DIR" ]; then
+if [ -n "$RECORDINGS_DIR" ] && [ -d "$RECORDINGS_DIR" ] && [ "${RECORDING_FORMAT:-opus}" != wav ]; then
   T0=$(cpu_ticks); W0=$(date +%s)
   SPOOL_BYTES=$(find "$RECORDINGS_DIR" -name '*.wav*' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   while [ -n "$(find "$RECORDINGS_DIR" -name '*.wav' -print -quit)" ] && [ $(( $(date +%s) - W0 )) -lt 300 ]; do
