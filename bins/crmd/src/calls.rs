@@ -87,6 +87,13 @@ pub fn build(
                 .as_ref()
                 .and_then(|token| console::ApiToken::new(token.expose())),
             db_queue_depth: Some(Arc::new(move || depth_writer.depth())),
+            // Zero until a recording is queued (the pool starts with the first recorded call).
+            recordings_pending_encode: config.recordings_dir.as_ref().map(|_| {
+                Arc::new(|| {
+                    crm::recording::RecordingPool::shared_if_started()
+                        .map_or(0, crm::recording::RecordingPool::pending_encodes)
+                }) as console::DepthProbe
+            }),
             ..console::ConsoleOptions::default()
         },
     );

@@ -217,6 +217,11 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         .await
         .unwrap();
     assert!(metrics.contains("crmd_calls_total 1"), "{metrics}");
+    // Recording is on (RECORDINGS_DIR): the encoders' backlog is a gauge (0 or 1 by now).
+    assert!(
+        metrics.contains("# TYPE crmd_recordings_pending_encode gauge"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("crmd_turns_total{kind=\"greeting\"} 1"),
         "{metrics}"

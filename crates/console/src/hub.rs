@@ -28,6 +28,9 @@ pub struct ConsoleOptions {
     pub api_token: Option<ApiToken>,
     /// CRM write-queue depth for `crmd_db_queue_depth` (omitted from `/metrics` when `None`).
     pub db_queue_depth: Option<DepthProbe>,
+    /// Call recordings waiting to be encoded, for `crmd_recordings_pending_encode` (omitted
+    /// when `None`).
+    pub recordings_pending_encode: Option<DepthProbe>,
     /// Events buffered per browser; a browser further behind loses events (counted) and is
     /// told to resynchronise. Calls never wait for browsers.
     pub per_browser_buffer: usize,
@@ -40,6 +43,7 @@ impl Default for ConsoleOptions {
         ConsoleOptions {
             api_token: None,
             db_queue_depth: None,
+            recordings_pending_encode: None,
             per_browser_buffer: 1024,
             stale_call_after: Duration::from_secs(3600),
         }
@@ -51,6 +55,10 @@ impl fmt::Debug for ConsoleOptions {
         f.debug_struct("ConsoleOptions")
             .field("api_token", &self.api_token)
             .field("db_queue_depth", &self.db_queue_depth.is_some())
+            .field(
+                "recordings_pending_encode",
+                &self.recordings_pending_encode.is_some(),
+            )
             .field("per_browser_buffer", &self.per_browser_buffer)
             .field("stale_call_after", &self.stale_call_after)
             .finish()
@@ -260,6 +268,12 @@ impl Console {
                 .inner
                 .options
                 .db_queue_depth
+                .as_ref()
+                .map(|probe| probe()),
+            recordings_pending_encode: self
+                .inner
+                .options
+                .recordings_pending_encode
                 .as_ref()
                 .map(|probe| probe()),
         };

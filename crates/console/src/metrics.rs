@@ -166,6 +166,8 @@ pub struct ScrapeGauges {
     pub calls_active: usize,
     /// CRM write-queue depth, when a probe is configured.
     pub db_queue_depth: Option<usize>,
+    /// Call recordings waiting to be encoded, when a probe is configured.
+    pub recordings_pending_encode: Option<usize>,
 }
 
 impl Metrics {
@@ -352,6 +354,14 @@ impl Metrics {
                 depth as u64,
             );
         }
+        if let Some(pending) = gauges.recordings_pending_encode {
+            simple(
+                "crmd_recordings_pending_encode",
+                "gauge",
+                "Call recordings spooled as WAV and waiting for (or in) Ogg Opus encoding.",
+                pending as u64,
+            );
+        }
 
         let _ = writeln!(
             out,
@@ -480,12 +490,17 @@ mod tests {
         let text = metrics.render(ScrapeGauges {
             calls_active: 3,
             db_queue_depth: Some(7),
+            recordings_pending_encode: Some(2),
         });
         assert_eq!(line(&text, "crmd_calls_total "), ["crmd_calls_total 1"]);
         assert_eq!(line(&text, "crmd_calls_active "), ["crmd_calls_active 3"]);
         assert_eq!(
             line(&text, "crmd_db_queue_depth "),
             ["crmd_db_queue_depth 7"]
+        );
+        assert_eq!(
+            line(&text, "crmd_recordings_pending_encode "),
+            ["crmd_recordings_pending_encode 2"]
         );
         assert_eq!(
             line(&text, "crmd_turns_total{"),
@@ -536,5 +551,6 @@ mod tests {
         assert_eq!(lines.len(), MAX_LABEL_VALUES + 1, "bounded plus `other`");
         assert!(text.contains("crmd_whatsapp_sends_total{status=\"other\"} 11\n"));
         assert!(!text.contains("crmd_db_queue_depth"), "no probe, no gauge");
+        assert!(!text.contains("crmd_recordings_pending_encode"));
     }
 }

@@ -359,23 +359,8 @@ async fn recording_is_streamed_from_its_file_as_wav_then_as_ogg(data: &TestDatab
     let spool = recorder.finish(2_000).unwrap();
     edge.store.attach_recording(&spool).await.unwrap();
     // ...which plays at once, as a WAV, until its encoding replaces it.
-    let res = client()
-        .get(edge.url("/api/calls/CA_REC/recording"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "audio/wav");
-    assert_eq!(
-        res.headers()["content-disposition"],
-        "inline; filename=\"CA_REC.wav\""
-    );
-    let body = res.bytes().await.unwrap();
-    assert_eq!(
-        body.as_ref(),
-        std::fs::read(&spool.path).unwrap().as_slice()
-    );
+    let body = get_recording_as(&edge, "audio/wav", "CA_REC.wav").await;
+    assert_eq!(body, std::fs::read(&spool.path).unwrap());
     let (info, _) = mulaw::wav::parse(&body).unwrap();
     assert_eq!(info.channels, 2);
 
@@ -383,25 +368,9 @@ async fn recording_is_streamed_from_its_file_as_wav_then_as_ogg(data: &TestDatab
     let on_disk = std::fs::read(&recording.path).unwrap();
     edge.store.attach_recording(&recording).await.unwrap();
 
-    let res = client()
-        .get(edge.url("/api/calls/CA_REC/recording"))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "audio/ogg");
-    assert_eq!(
-        res.headers()["content-length"],
-        on_disk.len().to_string().as_str()
-    );
-    assert_eq!(
-        res.headers()["content-disposition"],
-        "inline; filename=\"CA_REC.ogg\""
-    );
-    let body = res.bytes().await.unwrap();
+    let body = get_recording_as(&edge, "audio/ogg", "CA_REC.ogg").await;
     assert!(body.starts_with(b"OggS"));
-    assert_eq!(body.as_ref(), on_disk.as_slice());
+    assert_eq!(body, on_disk);
 
     // Seeking: a byte range is answered 206 with Content-Range; HEAD gives the size only.
     let res = client()
@@ -460,6 +429,27 @@ async fn recording_is_streamed_from_its_file_as_wav_then_as_ogg(data: &TestDatab
         "server path leaked: {message}"
     );
     edge.shut_down().await;
+}
+
+/// `GET /api/calls/CA_REC/recording`: answered 200 with the whole file as `media_type`, named
+/// `file_name`, its `Content-Length` the body's; returns the body.
+async fn get_recording_as(edge: &Edge, media_type: &str, file_name: &str) -> Vec<u8> {
+    let res = client()
+        .get(edge.url("/api/calls/CA_REC/recording"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], media_type);
+    assert_eq!(
+        res.headers()["content-disposition"],
+        format!("inline; filename=\"{file_name}\"").as_str()
+    );
+    let length = res.headers()["content-length"].to_str().unwrap().to_owned();
+    let body = res.bytes().await.unwrap().to_vec();
+    assert_eq!(length, body.len().to_string());
+    body
 }
 
 async fn post(edge: &Edge, path: &str) -> (u16, Value) {
