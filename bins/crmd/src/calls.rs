@@ -315,8 +315,9 @@ fn adapt(
 /// Queues for encoding the WAV spools a previous run left unencoded (it stopped before its
 /// encoders were done): each then replaces its spool in the CRM, as after a call.
 fn encode_leftover_spools(dir: std::path::PathBuf, writer: crm::CrmWriter) {
+    let started = std::time::SystemTime::now();
     tokio::task::spawn_blocking(move || {
-        let spools = match crm::recording::pending_spools(&dir) {
+        let spools = match crm::recording::pending_spools(&dir, started) {
             Ok(spools) => spools,
             Err(error) => {
                 tracing::error!(%error, "could not look for unencoded call recordings");

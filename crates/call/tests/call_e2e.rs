@@ -1067,11 +1067,14 @@ async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twil
     let stored = h.encoded_recording().await;
     let expected_path = h.recordings_dir.join(format!("{CALL_SID}.ogg"));
     assert_eq!(stored.path, expected_path.display().to_string());
-    assert!(!spool_path.exists(), "the spool is deleted once replaced");
-    assert!(
-        !h.recordings_dir
-            .join(format!("{CALL_SID}.ogg.part"))
-            .exists()
+    let files: Vec<String> = std::fs::read_dir(&h.recordings_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [format!("{CALL_SID}.ogg")],
+        "the spool is deleted once replaced, and no part file is left"
     );
     let file = std::fs::read(&expected_path).unwrap();
     assert_eq!(stored.size_bytes, Some(file.len() as i64));

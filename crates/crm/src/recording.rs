@@ -211,7 +211,8 @@ fn spool_recording(call_sid: String, path: &Path, size: u64, at_ms: i64) -> NewR
 }
 
 /// Encodes a finished spool (`<CallSid>.wav`, as [`CallRecorder::finish`] describes it) to
-/// `<CallSid>.ogg` beside it (through `.ogg.part`, synced before the rename) and describes the
+/// `<CallSid>.ogg` beside it (through `<CallSid>.ogg.<pid>-<n>.part`, synced before the rename;
+/// concurrent encodes of one spool never share a file) and describes the
 /// Ogg file. The spool is left in place: delete it once nothing references it (the CRM writer's
 /// [`crate::WriteOp::RecordingEncoded`] does, after the store points at the Ogg).
 ///
@@ -227,7 +228,13 @@ pub fn encode_spool(spool: &NewRecording) -> Result<NewRecording, CrmError> {
         ));
     };
     let final_path = PathBuf::from(format!("{stem}.ogg"));
-    let part_path = PathBuf::from(format!("{stem}.ogg.part"));
+    // A part name of its own per attempt: two processes sharing the directory (an old one
+    // draining while its successor starts) may encode the same spool at once; each writes its
+    // own file and the renames are atomic. The encoder is deterministic, so either result is
+    // the same bytes.
+    static ATTEMPT: AtomicU64 = AtomicU64::new(0);
+    let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+    let part_path = PathBuf::from(format!("{stem}.ogg.{}-{attempt}.part", std::process::id()));
     let wav = File::open(wav_path).map_err(io_error(wav_path))?;
     let out = File::create(&part_path).map_err(io_error(&part_path))?;
     let encoded = mulaw::ogg::encode_stereo_mulaw_wav(std::io::BufReader::new(wav), out);
@@ -256,13 +263,18 @@ pub fn encode_spool(spool: &NewRecording) -> Result<NewRecording, CrmError> {
     })
 }
 
-/// Finished spools (`<CallSid>.wav`) in `dir` that were never encoded, e.g. because the server
-/// stopped first, described as [`CallRecorder::finish`] did (`at_ms` from the file's mtime).
-/// Unfinished `.wav.part` files (calls cut by a crash) are left alone: they still play.
+/// Finished spools (`<CallSid>.wav`) in `dir` last written before `finished_before` that were
+/// never encoded, e.g. because the server stopped first, described as [`CallRecorder::finish`]
+/// did (`at_ms` from the file's mtime). Pass the process's start: spools of calls this process
+/// (or one still draining beside it) finishes later are queued by their own call. Unfinished
+/// `.wav.part` files (calls cut by a crash) are left alone: they still play.
 ///
 /// # Errors
 /// [`CrmError::RecordingIo`] if `dir` cannot be listed (a missing `dir` is an empty list).
-pub fn pending_spools(dir: &Path) -> Result<Vec<NewRecording>, CrmError> {
+pub fn pending_spools(
+    dir: &Path,
+    finished_before: std::time::SystemTime,
+) -> Result<Vec<NewRecording>, CrmError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -279,9 +291,11 @@ pub fn pending_spools(dir: &Path) -> Result<Vec<NewRecording>, CrmError> {
         if check_call_sid(call_sid).is_err() || !meta.is_file() {
             continue;
         }
-        let at_ms = meta
-            .modified()
-            .ok()
+        let modified = meta.modified().ok();
+        if modified.is_some_and(|t| t >= finished_before) {
+            continue;
+        }
+        let at_ms = modified
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_millis()).ok())
             .unwrap_or(0);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use crm::recording::{CallRecorder, RecordingPool, RecordingTask, encode_spool, pending_spools};
 use crm::{CrmWriter, NewRecording, WriteOp};
 
@@ -95,7 +97,11 @@ async fn call_recorder_spools_then_the_encoded_file_replaces_the_spool_in_the_st
         bytes.len() * 3 < wav.len(),
         "Ogg Opus is far smaller than the spool"
     );
-    assert!(!dir.path().join("recordings/CA80.ogg.part").exists());
+    assert_eq!(
+        files_starting_with(&dir.path().join("recordings"), "CA80.ogg"),
+        ["CA80.ogg"],
+        "no part file left"
+    );
     assert_ogg_opus(&bytes);
     assert!(
         std::path::Path::new(&spool.path).exists(),
@@ -147,28 +153,48 @@ async fn a_spool_the_store_refuses_to_replace_is_kept() {
     db.finish().await;
 }
 
+/// Names of the files in `dir` starting with `prefix`.
+fn files_starting_with(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
 #[test]
 fn spools_left_by_a_stopped_server_are_found_and_bad_ones_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
+    let start = std::time::SystemTime::now();
     assert!(
-        pending_spools(&dir.path().join("missing"))
+        pending_spools(&dir.path().join("missing"), start)
             .unwrap()
             .is_empty()
     );
-    for sid in ["CA_LEFT1", "CA_LEFT2"] {
+    // Two calls finished before this process started, one after (its own call queues it).
+    for (sid, finished) in [
+        ("CA_LEFT1", start - Duration::from_secs(60)),
+        ("CA_LEFT2", start - Duration::from_secs(30)),
+        ("CA_LATER", start + Duration::from_secs(1)),
+    ] {
         let mut rec = CallRecorder::create(dir.path(), sid).unwrap();
         for frame in 0..10u64 {
             rec.push_caller(frame * 20, &tone_frame(frame as usize * 160, 440.0))
                 .unwrap();
         }
-        rec.finish(1).unwrap();
+        let spool = rec.finish(1).unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&spool.path)
+            .unwrap();
+        file.set_modified(finished).unwrap();
     }
     // A call still being spooled (or cut by a crash), an encoded file, and junk.
     let _live = CallRecorder::create(dir.path(), "CA_LIVE").unwrap();
     std::fs::write(dir.path().join("CA_DONE.ogg"), b"OggS").unwrap();
     std::fs::write(dir.path().join("bad name.wav"), b"RIFF").unwrap();
     std::fs::create_dir(dir.path().join("CA_DIR.wav")).unwrap();
-    let found = pending_spools(dir.path()).unwrap();
+    let found = pending_spools(dir.path(), start).unwrap();
     let sids: Vec<&str> = found.iter().map(|r| r.call_sid.as_str()).collect();
     assert_eq!(sids, ["CA_LEFT1", "CA_LEFT2"]);
     assert!(
@@ -185,8 +211,7 @@ fn spools_left_by_a_stopped_server_are_found_and_bad_ones_are_typed_errors() {
     std::fs::write(&found[1].path, b"RIFF\0\0\0\0WAVEjunk").unwrap();
     let err = encode_spool(&found[1]).unwrap_err();
     assert!(err.to_string().contains("WAV"), "{err}");
-    assert!(!dir.path().join("CA_LEFT2.ogg.part").exists());
-    assert!(!dir.path().join("CA_LEFT2.ogg").exists());
+    assert!(files_starting_with(dir.path(), "CA_LEFT2.ogg").is_empty());
     let mut gone = found[1].clone();
     gone.path = dir.path().join("CA_GONE.wav").display().to_string();
     assert!(matches!(
@@ -470,4 +495,34 @@ fn encoder_threads_run_below_the_calls_priority() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+#[test]
+fn one_spool_encoded_by_several_encoders_at_once_ends_as_one_whole_file() {
+    // Two processes sharing the directory (one draining while its successor starts) can both
+    // encode a spool: each writes its own part file, and either rename leaves the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = CallRecorder::create(dir.path(), "CA_TWICE").unwrap();
+    for frame in 0..250u64 {
+        rec.push_caller(frame * 20, &tone_frame(frame as usize * 160, 440.0))
+            .unwrap();
+        rec.push_agent(frame * 20, &tone_frame(frame as usize * 160, 660.0))
+            .unwrap();
+    }
+    let spool = rec.finish(1).unwrap();
+    let alone = std::fs::read(encode_spool(&spool).unwrap().path).unwrap();
+    let results: Vec<NewRecording> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| encode_spool(&spool).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.windows(2).all(|pair| pair[0] == pair[1]));
+    let file = std::fs::read(&results[0].path).unwrap();
+    assert!(file == alone, "the encoder is deterministic");
+    assert_eq!(
+        files_starting_with(dir.path(), "CA_TWICE.ogg"),
+        ["CA_TWICE.ogg"],
+        "no part file left"
+    );
 }
