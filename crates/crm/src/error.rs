@@ -71,7 +71,8 @@ pub enum CrmError {
         #[source]
         source: std::io::Error,
     },
-    /// The Ogg/Opus encoder failed.
+    /// The recording's audio could not be written or encoded (bad timestamps, libopus, not a
+    /// stereo mu-law spool).
     #[error("recording encoder failed: {0}")]
     RecordingEncode(String),
 }

@@ -12,8 +12,8 @@
 //! - [`whatsapp`]: inbound WhatsApp messages stored exactly once, status callbacks that never
 //!   move backwards, sends stored before they leave (Twilio Messages API or a WhatsApp Web
 //!   bridge), and a supervisor that keeps a bridge process running apart from crmd.
-//! - [`recording`]: a call's audio as stereo Ogg Opus (caller left, agent right) written to a
-//!   file as the call goes, then referenced from the call.
+//! - [`recording`]: a call's audio in stereo (caller left, agent right), spooled to a mu-law WAV
+//!   file as the call goes and referenced from the call, then encoded to Ogg Opus after it.
 //!
 //! What it deliberately does not do: HTTP routing, authentication, signature checks and
 //! request parsing (the edge crate does those and maps `http_status()` of [`CrmError`],

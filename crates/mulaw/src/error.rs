@@ -135,7 +135,7 @@ pub enum Error {
         recorded_until_ms: u64,
     },
 
-    /// Writing the Ogg stream to its sink failed.
-    #[error("writing the Ogg Opus recording failed: {0} (check disk space and permissions)")]
+    /// Reading or writing a recording stream (Ogg, or a WAV spool) failed.
+    #[error("recording file I/O failed: {0} (check disk space and permissions)")]
     Io(#[from] std::io::Error),
 }
