@@ -310,8 +310,6 @@ fn adapt(
         })
 }
 
-/// Waits until every queued CRM write is stored (bounded: a database that stays down does not
-/// hold the shutdown forever).
 /// Queues for encoding the WAV spools a previous run left unencoded (it stopped before its
 /// encoders were done): each then replaces its spool in the CRM, as after a call.
 fn encode_leftover_spools(dir: std::path::PathBuf, writer: crm::CrmWriter) {
@@ -374,6 +372,8 @@ pub async fn finish_recordings(limit: Duration) {
     }
 }
 
+/// Waits until every queued CRM write is stored (bounded: a database that stays down does not
+/// hold the shutdown forever).
 pub async fn flush_crm(writer: &crm::CrmWriter, limit: Duration) {
     let depth = writer.depth();
     if tokio::time::timeout(limit, writer.flush()).await.is_err() {
