@@ -1067,12 +1067,8 @@ async fn the_call_is_recorded_as_stereo_ogg_opus_caller_left_agent_right_on_twil
     let stored = h.encoded_recording().await;
     let expected_path = h.recordings_dir.join(format!("{CALL_SID}.ogg"));
     assert_eq!(stored.path, expected_path.display().to_string());
-    let files: Vec<String> = std::fs::read_dir(&h.recordings_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
     assert_eq!(
-        files,
+        h.recording_files(),
         [format!("{CALL_SID}.ogg")],
         "the spool is deleted once replaced, and no part file is left"
     );
@@ -1183,12 +1179,8 @@ async fn with_recording_format_wav_the_spool_is_the_recording_and_nothing_is_enc
         data.iter().skip(1).step_by(2).any(|&b| b != 0xFF),
         "the greeting is on the agent's channel"
     );
-    let files: Vec<String> = std::fs::read_dir(&h.recordings_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
     assert_eq!(
-        files,
+        h.recording_files(),
         [format!("{CALL_SID}.wav")],
         "no Ogg, no partial file"
     );

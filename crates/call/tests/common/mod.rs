@@ -499,6 +499,14 @@ impl Harness {
             .unwrap()
     }
 
+    /// Names of the files in the recordings directory.
+    pub fn recording_files(&self) -> Vec<String> {
+        std::fs::read_dir(&self.recordings_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The call's recording once its Ogg Opus encoding has replaced the WAV spool in the store
     /// (encoded after the call on the recording pool's encoder threads).
     pub async fn encoded_recording(&self) -> crm::Recording {
