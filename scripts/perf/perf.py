@@ -432,7 +432,8 @@ PORT=8080 GOOGLE_SPEECH_ENDPOINT=http://127.0.0.1:50051 GOOGLE_TTS_ENDPOINT=http
   DATABASE_URL=sqlite:///tmp/crmd-perf.sqlite TWILIO_AUTH_TOKEN=t target/release/crmd
 target/release/callsim call --url http://127.0.0.1:8080 --auth-token t --out /tmp/agent.wav
 target/release/callsim load --url http://127.0.0.1:8080 --auth-token t --calls 500 --ramp 10 \\
-  --duration 30 --pid $(pgrep -n crmd) --standin-pid $(pgrep -n speech-standin) [--redial] [--json]
+  --duration 30 --pid $(pgrep -n crmd) --standin-pid $(pgrep -n speech-standin) [--redial] \
+  [--call-seconds 15] [--json]
 ```
 
 `callsim call --script steps.toml` runs a scripted call (say / say_text / wait_ms / listen_ms / dtmf /
@@ -441,7 +442,11 @@ interrupt_after_ms / hangup_without_stop; see `bins/callsim/src/steps.rs`).
 LLM replies instead of the scripted responder: give the stand-in `--llm-listen 127.0.0.1:50052` (an
 OpenAI-compatible Chat Completions stand-in streaming canned replies; `--llm-first-token-ms`, default
 300) and crmd `RESPONDER=llm LLM_BASE_URL=http://127.0.0.1:50052/v1 LLM_MODEL=standin`. One load step
-either way, before/after: `[AB_RESPONDER=llm] [RECORDINGS_DIR=] scripts/perf/ab.sh BIN_DIR CALLS LABEL`.
+either way, before/after: `[AB_RESPONDER=llm] [RECORDINGS_DIR=] [RECORDING_FORMAT=wav]
+[AB_CALL_SECONDS=15 AB_DURATION=60] scripts/perf/ab.sh BIN_DIR CALLS LABEL`. With `--call-seconds`
+(`AB_CALL_SECONDS`) each call hangs up after that long and its slot redials, so what crmd does after
+a call (encoding its recording) happens inside the measured window; ab.sh also prints the encoding
+left after the load.
 """
 
 
