@@ -432,7 +432,7 @@ PORT=8080 GOOGLE_SPEECH_ENDPOINT=http://127.0.0.1:50051 GOOGLE_TTS_ENDPOINT=http
   DATABASE_URL=sqlite:///tmp/crmd-perf.sqlite TWILIO_AUTH_TOKEN=t target/release/crmd
 target/release/callsim call --url http://127.0.0.1:8080 --auth-token t --out /tmp/agent.wav
 target/release/callsim load --url http://127.0.0.1:8080 --auth-token t --calls 500 --ramp 10 \\
-  --duration 30 --pid $(pgrep -n crmd) --standin-pid $(pgrep -n speech-standin) [--redial] \
+  --duration 30 --pid $(pgrep -n crmd) --standin-pid $(pgrep -n speech-standin) [--redial] \\
   [--call-seconds 15] [--json]
 ```
 
