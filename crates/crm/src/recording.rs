@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::CrmError;
 use crate::model::NewRecording;
+use crate::store::check_sid;
 
 /// How far one side of a call may run ahead of the other in a recording before the lagging
 /// side is written as silence. The agent's side only has audio while the agent speaks, so the
@@ -106,24 +107,6 @@ impl std::fmt::Debug for CallRecorder {
     }
 }
 
-/// Checks that a call sid is Twilio-style (letters, digits, `_`, `-`; at most 64), which also
-/// keeps a path built from it inside its directory.
-fn check_call_sid(call_sid: &str) -> Result<(), CrmError> {
-    let valid = !call_sid.is_empty()
-        && call_sid.len() <= 64
-        && call_sid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(CrmError::invalid(
-            "call_sid",
-            "expected 1 to 64 letters, digits, `_` or `-`",
-        ))
-    }
-}
-
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CrmError + use<> {
     let path = path.display().to_string();
     move |source| CrmError::RecordingIo { path, source }
@@ -142,7 +125,8 @@ impl CallRecorder {
     /// Starts `<dir>/<call_sid>.wav.part` (creating `dir`). The call sid must be a Twilio-style
     /// id (letters, digits, `_`, `-`), which also keeps the path inside `dir`.
     pub fn create(dir: &Path, call_sid: &str) -> Result<CallRecorder, CrmError> {
-        check_call_sid(call_sid)?;
+        // A Twilio-style id also keeps the path built from it inside `dir`.
+        check_sid("call_sid", call_sid)?;
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let final_path = dir.join(format!("{call_sid}.wav"));
         let part_path = dir.join(format!("{call_sid}.wav.part"));
@@ -288,7 +272,7 @@ pub fn pending_spools(
             continue;
         };
         let Ok(meta) = entry.metadata() else { continue };
-        if check_call_sid(call_sid).is_err() || !meta.is_file() {
+        if check_sid("call_sid", call_sid).is_err() || !meta.is_file() {
             continue;
         }
         let modified = meta.modified().ok();
@@ -460,7 +444,6 @@ pub struct RecordingPool {
     encode_jobs: mpsc::Sender<EncodeJob>,
     /// Spools queued or being encoded.
     pending_encodes: Arc<AtomicUsize>,
-    encoders: usize,
 }
 
 impl std::fmt::Debug for EncodeJob {
@@ -501,8 +484,7 @@ impl RecordingPool {
         let (encode_jobs, encode_rx) = mpsc::channel::<EncodeJob>();
         let encode_rx = Arc::new(Mutex::new(encode_rx));
         let pending_encodes = Arc::new(AtomicUsize::new(0));
-        let encoders = workers.len();
-        for index in 0..encoders {
+        for index in 0..workers.len() {
             let jobs = encode_rx.clone();
             let pending = pending_encodes.clone();
             std::thread::Builder::new()
@@ -518,7 +500,6 @@ impl RecordingPool {
             next_recording_id: AtomicU64::new(0),
             encode_jobs,
             pending_encodes,
-            encoders,
         })
     }
 
@@ -548,7 +529,8 @@ impl RecordingPool {
     /// Encoder threads in the pool.
     #[must_use]
     pub fn encoders(&self) -> usize {
-        self.encoders
+        // One encoder thread was started per spool worker.
+        self.workers.len()
     }
 
     /// The process-wide pool [`RecordingTask::start`] uses: one spool worker and one encoder

@@ -973,7 +973,7 @@ fn check_phone(phone: &str) -> Result<(), CrmError> {
     }
 }
 
-fn check_sid(field: &'static str, sid: &str) -> Result<(), CrmError> {
+pub(crate) fn check_sid(field: &'static str, sid: &str) -> Result<(), CrmError> {
     let ok = !sid.is_empty()
         && sid.len() <= 64
         && sid

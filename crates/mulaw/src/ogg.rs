@@ -432,15 +432,13 @@ pub fn encode_stereo_mulaw_wav<R: Read, W: Write>(mut wav: R, sink: W) -> Result
             found: info.to_string(),
         });
     }
-    let mut data: Box<dyn Read> = match data_len {
-        Some(len) => Box::new(wav.take(u64::from(len))),
-        None => Box::new(wav),
-    };
+    // An unknown length means "to the end of the input".
+    let mut data = wav.take(data_len.map_or(u64::MAX, u64::from));
     let mut writer = OggOpusWriter::with_encoder(sink, recording_encoder()?)?;
     let mut pcm = vec![0_i16; STEREO_FRAME_BYTES];
     let mut frame = vec![0_u8; STEREO_FRAME_BYTES];
     loop {
-        let filled = read_full(&mut data, &mut frame)?;
+        let filled = crate::wav::read_full(&mut data, &mut frame)?;
         if filled == 0 {
             break;
         }
@@ -452,18 +450,4 @@ pub fn encode_stereo_mulaw_wav<R: Read, W: Write>(mut wav: R, sink: W) -> Result
     }
     let duration_ms = writer.duration_ms();
     Ok((writer.finish()?, duration_ms))
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> Result<usize, Error> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Io(e)),
-        }
-    }
-    Ok(filled)
 }

@@ -419,26 +419,31 @@ fn read_exact_or_truncated<R: Read>(
     what: &'static str,
 ) -> Result<(), Error> {
     let start = *offset;
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(Error::WavTruncated {
-                    what,
-                    needed: buf.len(),
-                    offset: start,
-                    available: start + got,
-                });
-            }
-            Ok(n) => {
-                got += n;
-                *offset += n;
-            }
+    let got = read_full(reader, buf)?;
+    *offset += got;
+    if got < buf.len() {
+        return Err(Error::WavTruncated {
+            what,
+            needed: buf.len(),
+            offset: start,
+            available: start + got,
+        });
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+pub(crate) fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
         }
     }
-    Ok(())
+    Ok(filled)
 }
 
 /// A mu-law WAV file holding `samples` (interleaved if `channels > 1`).
