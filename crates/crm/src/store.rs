@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use crate::CrmError;
 use crate::model::{
@@ -172,6 +173,11 @@ impl Store {
         Ok(())
     }
 
+    /// The connection pool (the writer runs batches of queued writes in one transaction).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Which database this store talks to.
     #[must_use]
     pub fn backend(&self) -> Backend {
@@ -203,28 +209,14 @@ impl Store {
         replace_name: bool,
         at_ms: i64,
     ) -> Result<Contact, CrmError> {
-        check_phone(phone_e164)?;
-        let display_name = display_name.map(str::trim).filter(|n| !n.is_empty());
-        let name_rule = if replace_name {
-            "COALESCE(excluded.display_name, contacts.display_name)"
-        } else {
-            "COALESCE(contacts.display_name, excluded.display_name)"
-        };
-        let sql = format!(
-            "INSERT INTO contacts (phone_e164, display_name, created_at_ms, last_seen_at_ms) \
-             VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (phone_e164) DO UPDATE SET display_name = {name_rule}, \
-             last_seen_at_ms = CASE WHEN excluded.last_seen_at_ms > contacts.last_seen_at_ms \
-                 THEN excluded.last_seen_at_ms ELSE contacts.last_seen_at_ms END \
-             RETURNING {CONTACT_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(phone_e164)
-            .bind(display_name)
-            .bind(at_ms)
-            .fetch_one(&self.pool)
-            .await?;
-        contact_from_row(&row)
+        upsert_contact_on(
+            &mut Conn::pool(&self.pool),
+            phone_e164,
+            display_name,
+            replace_name,
+            at_ms,
+        )
+        .await
     }
 
     /// The contact with this number, if any.
@@ -278,50 +270,7 @@ impl Store {
     /// same row; a row already created by a stream event is completed, not duplicated. A valid
     /// E.164 `from` is linked to its contact (created when new).
     pub async fn record_incoming_call(&self, call: &NewCall) -> Result<Call, CrmError> {
-        check_sid("call_sid", &call.call_sid)?;
-        let contact_id = match call.from.as_deref() {
-            Some(from) if is_e164(from) => Some(
-                self.upsert_contact_at(from, call.caller_name.as_deref(), false, call.at_ms)
-                    .await?
-                    .id,
-            ),
-            _ => None,
-        };
-        let direction = if call.direction.trim().is_empty() {
-            "inbound"
-        } else {
-            call.direction.as_str()
-        };
-        let sql = format!(
-            "INSERT INTO calls (call_sid, account_sid, contact_id, from_number, to_number, direction, \
-                 status, caller_name, started_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (call_sid) DO UPDATE SET \
-                 account_sid = COALESCE(calls.account_sid, excluded.account_sid), \
-                 contact_id = COALESCE(calls.contact_id, excluded.contact_id), \
-                 from_number = COALESCE(calls.from_number, excluded.from_number), \
-                 to_number = COALESCE(calls.to_number, excluded.to_number), \
-                 direction = CASE WHEN calls.direction = 'unknown' THEN excluded.direction ELSE calls.direction END, \
-                 status = CASE WHEN calls.ended_at_ms IS NULL THEN COALESCE(excluded.status, calls.status) \
-                     ELSE calls.status END, \
-                 caller_name = COALESCE(calls.caller_name, excluded.caller_name), \
-                 started_at_ms = CASE WHEN excluded.started_at_ms < calls.started_at_ms \
-                     THEN excluded.started_at_ms ELSE calls.started_at_ms END \
-             RETURNING {CALL_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&call.call_sid)
-            .bind(call.account_sid.as_deref())
-            .bind(contact_id)
-            .bind(call.from.as_deref())
-            .bind(call.to.as_deref())
-            .bind(direction)
-            .bind(call.status.as_deref())
-            .bind(call.caller_name.as_deref())
-            .bind(call.at_ms)
-            .fetch_one(&self.pool)
-            .await?;
-        call_from_row(&row)
+        record_incoming_call_on(&mut Conn::pool(&self.pool), call).await
     }
 
     /// Stores a stream lifecycle event; the same `(call_sid, kind, at_ms)` twice is stored once.
@@ -330,22 +279,7 @@ impl Store {
         call_sid: &str,
         ev: &StreamEventRecord,
     ) -> Result<(), CrmError> {
-        check_sid("call_sid", call_sid)?;
-        if ev.kind.trim().is_empty() {
-            return Err(CrmError::invalid("kind", "stream event kind is empty"));
-        }
-        sqlx::query(
-            "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_sid, kind, at_ms) DO NOTHING",
-        )
-        .bind(call_sid)
-        .bind(ev.kind.as_str())
-        .bind(ev.stream_sid.as_deref())
-        .bind(ev.error.as_deref())
-        .bind(ev.at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        record_stream_event_on(&mut Conn::pool(&self.pool), call_sid, ev).await
     }
 
     /// Notes that the media stream started (creates a minimal call row when the webhook row is
@@ -356,20 +290,7 @@ impl Store {
         stream_sid: &str,
         at_ms: i64,
     ) -> Result<(), CrmError> {
-        check_sid("call_sid", call_sid)?;
-        check_sid("stream_sid", stream_sid)?;
-        sqlx::query(
-            "INSERT INTO calls (call_sid, direction, stream_sid, started_at_ms, streaming_at_ms) \
-             VALUES ($1, 'unknown', $2, $3, $3) \
-             ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, \
-                 streaming_at_ms = COALESCE(calls.streaming_at_ms, excluded.streaming_at_ms)",
-        )
-        .bind(call_sid)
-        .bind(stream_sid)
-        .bind(at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        mark_call_streaming_on(&mut Conn::pool(&self.pool), call_sid, stream_sid, at_ms).await
     }
 
     /// Notes that the call ended with `status`; the first end wins (a repeat changes nothing).
@@ -379,76 +300,17 @@ impl Store {
         at_ms: i64,
         status: &str,
     ) -> Result<(), CrmError> {
-        check_sid("call_sid", call_sid)?;
-        sqlx::query(
-            "INSERT INTO calls (call_sid, direction, status, started_at_ms, ended_at_ms, duration_ms) \
-             VALUES ($1, 'unknown', $2, $3, $3, 0) \
-             ON CONFLICT (call_sid) DO UPDATE SET \
-                 status = CASE WHEN calls.ended_at_ms IS NULL THEN excluded.status ELSE calls.status END, \
-                 ended_at_ms = COALESCE(calls.ended_at_ms, excluded.ended_at_ms), \
-                 duration_ms = COALESCE(calls.duration_ms, CASE WHEN excluded.ended_at_ms > calls.started_at_ms \
-                     THEN excluded.ended_at_ms - calls.started_at_ms ELSE 0 END)",
-        )
-        .bind(call_sid)
-        .bind(status)
-        .bind(at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        mark_call_ended_on(&mut Conn::pool(&self.pool), call_sid, at_ms, status).await
     }
 
     /// Stores a transcript turn; writing the same `(call_sid, seq)` again replaces it.
     pub async fn append_turn(&self, turn: &NewTurn) -> Result<(), CrmError> {
-        check_sid("call_sid", &turn.call_sid)?;
-        if turn.seq < 0 {
-            return Err(CrmError::invalid("seq", "turn sequence numbers start at 0"));
-        }
-        let latency = turn.latency_json.as_ref().map(serde_json::Value::to_string);
-        sqlx::query(
-            "INSERT INTO turns (call_sid, seq, speaker, text, heard_text, interrupted, started_at_ms, \
-                 ended_at_ms, latency_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (call_sid, seq) DO UPDATE SET speaker = excluded.speaker, text = excluded.text, \
-                 heard_text = excluded.heard_text, interrupted = excluded.interrupted, \
-                 started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, \
-                 latency_json = excluded.latency_json",
-        )
-        .bind(&turn.call_sid)
-        .bind(turn.seq)
-        .bind(turn.speaker.as_str())
-        .bind(&turn.text)
-        .bind(turn.heard_text.as_deref())
-        .bind(i64::from(turn.interrupted))
-        .bind(turn.started_at_ms)
-        .bind(turn.ended_at_ms)
-        .bind(latency)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        append_turn_on(&mut Conn::pool(&self.pool), turn).await
     }
 
     /// References a recording file from a call (replaces an earlier reference).
     pub async fn attach_recording(&self, rec: &NewRecording) -> Result<(), CrmError> {
-        check_sid("call_sid", &rec.call_sid)?;
-        if rec.path.is_empty() {
-            return Err(CrmError::invalid("path", "recording path is empty"));
-        }
-        sqlx::query(
-            "INSERT INTO recordings (call_sid, path, codec, duration_ms, size_bytes, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (call_sid) DO UPDATE SET path = excluded.path, codec = excluded.codec, \
-                 duration_ms = excluded.duration_ms, size_bytes = excluded.size_bytes, \
-                 created_at_ms = excluded.created_at_ms",
-        )
-        .bind(&rec.call_sid)
-        .bind(&rec.path)
-        .bind(&rec.codec)
-        .bind(rec.duration_ms)
-        .bind(rec.size_bytes)
-        .bind(rec.at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        attach_recording_on(&mut Conn::pool(&self.pool), rec).await
     }
 
     // -------------------------------------------------------------------------------- tasks
@@ -456,35 +318,7 @@ impl Store {
     /// Stores a follow-up task as `open`. Idempotent by `(call_sid, kind, seq)`: a repeat
     /// (writer retry) changes nothing and returns `None`; a new task returns the stored row.
     pub async fn record_task(&self, task: &NewTask) -> Result<Option<Task>, CrmError> {
-        check_sid("call_sid", &task.call_sid)?;
-        if task.seq < 0 {
-            return Err(CrmError::invalid("seq", "task sequence numbers start at 0"));
-        }
-        if let Some(phone) = &task.contact_phone {
-            check_phone(phone)?;
-        }
-        if task.text.chars().count() > MAX_TASK_TEXT_CHARS {
-            return Err(CrmError::invalid(
-                "text",
-                format!("task text is longer than {MAX_TASK_TEXT_CHARS} characters"),
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO tasks (call_sid, seq, contact_phone, kind, text, preferred_time, status, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) \
-             ON CONFLICT (call_sid, kind, seq) DO NOTHING RETURNING {TASK_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&task.call_sid)
-            .bind(task.seq)
-            .bind(task.contact_phone.as_deref())
-            .bind(task.kind.as_str())
-            .bind(&task.text)
-            .bind(task.preferred_time.as_deref())
-            .bind(task.at_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(task_from_row).transpose()
+        record_task_on(&mut Conn::pool(&self.pool), task).await
     }
 
     /// Tasks, newest first; only those with `status` when given.
@@ -957,6 +791,293 @@ fn prepare_sqlite_url(database_url: &str, max_connections: u32) -> Result<(Strin
         (None, false) => format!("{database_url}?mode=rwc"),
     };
     Ok((url, max_connections))
+}
+
+// ---------------------------------------------- writes on one connection (or transaction)
+
+/// Where a write runs: the pool, taking a connection only when the first statement runs (after
+/// the input checks, so bad input is refused even while the database is down), or a
+/// connection the caller holds, e.g. the writer's transaction.
+pub(crate) enum Conn<'a> {
+    /// Take a connection from the pool on first use and keep it for the rest of the write.
+    Pool(&'a AnyPool, Option<PoolConnection<Any>>),
+    /// A connection (or transaction) held by the caller.
+    Held(&'a mut AnyConnection),
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn pool(pool: &'a AnyPool) -> Self {
+        Conn::Pool(pool, None)
+    }
+
+    async fn get(&mut self) -> Result<&mut AnyConnection, CrmError> {
+        match self {
+            Conn::Held(conn) => Ok(&mut **conn),
+            Conn::Pool(pool, slot) => {
+                let conn = match slot.take() {
+                    Some(conn) => conn,
+                    None => pool.acquire().await?,
+                };
+                Ok(&mut **slot.insert(conn))
+            }
+        }
+    }
+}
+
+/// [`Store::upsert_contact`] through `conn`.
+pub(crate) async fn upsert_contact_on(
+    conn: &mut Conn<'_>,
+    phone_e164: &str,
+    display_name: Option<&str>,
+    replace_name: bool,
+    at_ms: i64,
+) -> Result<Contact, CrmError> {
+    check_phone(phone_e164)?;
+    let display_name = display_name.map(str::trim).filter(|n| !n.is_empty());
+    let name_rule = if replace_name {
+        "COALESCE(excluded.display_name, contacts.display_name)"
+    } else {
+        "COALESCE(contacts.display_name, excluded.display_name)"
+    };
+    let sql = format!(
+        "INSERT INTO contacts (phone_e164, display_name, created_at_ms, last_seen_at_ms) \
+             VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (phone_e164) DO UPDATE SET display_name = {name_rule}, \
+             last_seen_at_ms = CASE WHEN excluded.last_seen_at_ms > contacts.last_seen_at_ms \
+                 THEN excluded.last_seen_at_ms ELSE contacts.last_seen_at_ms END \
+             RETURNING {CONTACT_COLUMNS}"
+    );
+    let conn = conn.get().await?;
+    let row = sqlx::query(&sql)
+        .bind(phone_e164)
+        .bind(display_name)
+        .bind(at_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    contact_from_row(&row)
+}
+
+/// [`Store::record_incoming_call`] through `conn`.
+pub(crate) async fn record_incoming_call_on(
+    conn: &mut Conn<'_>,
+    call: &NewCall,
+) -> Result<Call, CrmError> {
+    check_sid("call_sid", &call.call_sid)?;
+    let contact_id = match call.from.as_deref() {
+        Some(from) if is_e164(from) => Some(
+            upsert_contact_on(conn, from, call.caller_name.as_deref(), false, call.at_ms)
+                .await?
+                .id,
+        ),
+        _ => None,
+    };
+    let direction = if call.direction.trim().is_empty() {
+        "inbound"
+    } else {
+        call.direction.as_str()
+    };
+    let sql = format!(
+        "INSERT INTO calls (call_sid, account_sid, contact_id, from_number, to_number, direction, \
+                 status, caller_name, started_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (call_sid) DO UPDATE SET \
+                 account_sid = COALESCE(calls.account_sid, excluded.account_sid), \
+                 contact_id = COALESCE(calls.contact_id, excluded.contact_id), \
+                 from_number = COALESCE(calls.from_number, excluded.from_number), \
+                 to_number = COALESCE(calls.to_number, excluded.to_number), \
+                 direction = CASE WHEN calls.direction = 'unknown' THEN excluded.direction ELSE calls.direction END, \
+                 status = CASE WHEN calls.ended_at_ms IS NULL THEN COALESCE(excluded.status, calls.status) \
+                     ELSE calls.status END, \
+                 caller_name = COALESCE(calls.caller_name, excluded.caller_name), \
+                 started_at_ms = CASE WHEN excluded.started_at_ms < calls.started_at_ms \
+                     THEN excluded.started_at_ms ELSE calls.started_at_ms END \
+             RETURNING {CALL_COLUMNS}"
+    );
+    let conn = conn.get().await?;
+    let row = sqlx::query(&sql)
+        .bind(&call.call_sid)
+        .bind(call.account_sid.as_deref())
+        .bind(contact_id)
+        .bind(call.from.as_deref())
+        .bind(call.to.as_deref())
+        .bind(direction)
+        .bind(call.status.as_deref())
+        .bind(call.caller_name.as_deref())
+        .bind(call.at_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+    call_from_row(&row)
+}
+
+/// [`Store::record_stream_event`] through `conn`.
+pub(crate) async fn record_stream_event_on(
+    conn: &mut Conn<'_>,
+    call_sid: &str,
+    ev: &StreamEventRecord,
+) -> Result<(), CrmError> {
+    check_sid("call_sid", call_sid)?;
+    if ev.kind.trim().is_empty() {
+        return Err(CrmError::invalid("kind", "stream event kind is empty"));
+    }
+    let conn = conn.get().await?;
+    sqlx::query(
+        "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_sid, kind, at_ms) DO NOTHING",
+    )
+    .bind(call_sid)
+    .bind(ev.kind.as_str())
+    .bind(ev.stream_sid.as_deref())
+    .bind(ev.error.as_deref())
+    .bind(ev.at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::mark_call_streaming`] through `conn`.
+pub(crate) async fn mark_call_streaming_on(
+    conn: &mut Conn<'_>,
+    call_sid: &str,
+    stream_sid: &str,
+    at_ms: i64,
+) -> Result<(), CrmError> {
+    check_sid("call_sid", call_sid)?;
+    check_sid("stream_sid", stream_sid)?;
+    let conn = conn.get().await?;
+    sqlx::query(
+        "INSERT INTO calls (call_sid, direction, stream_sid, started_at_ms, streaming_at_ms) \
+             VALUES ($1, 'unknown', $2, $3, $3) \
+             ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, \
+                 streaming_at_ms = COALESCE(calls.streaming_at_ms, excluded.streaming_at_ms)",
+    )
+    .bind(call_sid)
+    .bind(stream_sid)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::mark_call_ended`] through `conn`.
+pub(crate) async fn mark_call_ended_on(
+    conn: &mut Conn<'_>,
+    call_sid: &str,
+    at_ms: i64,
+    status: &str,
+) -> Result<(), CrmError> {
+    check_sid("call_sid", call_sid)?;
+    let conn = conn.get().await?;
+    sqlx::query(
+            "INSERT INTO calls (call_sid, direction, status, started_at_ms, ended_at_ms, duration_ms) \
+             VALUES ($1, 'unknown', $2, $3, $3, 0) \
+             ON CONFLICT (call_sid) DO UPDATE SET \
+                 status = CASE WHEN calls.ended_at_ms IS NULL THEN excluded.status ELSE calls.status END, \
+                 ended_at_ms = COALESCE(calls.ended_at_ms, excluded.ended_at_ms), \
+                 duration_ms = COALESCE(calls.duration_ms, CASE WHEN excluded.ended_at_ms > calls.started_at_ms \
+                     THEN excluded.ended_at_ms - calls.started_at_ms ELSE 0 END)",
+        )
+        .bind(call_sid)
+        .bind(status)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// [`Store::append_turn`] through `conn`.
+pub(crate) async fn append_turn_on(conn: &mut Conn<'_>, turn: &NewTurn) -> Result<(), CrmError> {
+    check_sid("call_sid", &turn.call_sid)?;
+    if turn.seq < 0 {
+        return Err(CrmError::invalid("seq", "turn sequence numbers start at 0"));
+    }
+    let latency = turn.latency_json.as_ref().map(serde_json::Value::to_string);
+    let conn = conn.get().await?;
+    sqlx::query(
+            "INSERT INTO turns (call_sid, seq, speaker, text, heard_text, interrupted, started_at_ms, \
+                 ended_at_ms, latency_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (call_sid, seq) DO UPDATE SET speaker = excluded.speaker, text = excluded.text, \
+                 heard_text = excluded.heard_text, interrupted = excluded.interrupted, \
+                 started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms, \
+                 latency_json = excluded.latency_json",
+        )
+        .bind(&turn.call_sid)
+        .bind(turn.seq)
+        .bind(turn.speaker.as_str())
+        .bind(&turn.text)
+        .bind(turn.heard_text.as_deref())
+        .bind(i64::from(turn.interrupted))
+        .bind(turn.started_at_ms)
+        .bind(turn.ended_at_ms)
+        .bind(latency)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// [`Store::attach_recording`] through `conn`.
+pub(crate) async fn attach_recording_on(
+    conn: &mut Conn<'_>,
+    rec: &NewRecording,
+) -> Result<(), CrmError> {
+    check_sid("call_sid", &rec.call_sid)?;
+    if rec.path.is_empty() {
+        return Err(CrmError::invalid("path", "recording path is empty"));
+    }
+    let conn = conn.get().await?;
+    sqlx::query(
+        "INSERT INTO recordings (call_sid, path, codec, duration_ms, size_bytes, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (call_sid) DO UPDATE SET path = excluded.path, codec = excluded.codec, \
+                 duration_ms = excluded.duration_ms, size_bytes = excluded.size_bytes, \
+                 created_at_ms = excluded.created_at_ms",
+    )
+    .bind(&rec.call_sid)
+    .bind(&rec.path)
+    .bind(&rec.codec)
+    .bind(rec.duration_ms)
+    .bind(rec.size_bytes)
+    .bind(rec.at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Store::record_task`] through `conn`.
+pub(crate) async fn record_task_on(
+    conn: &mut Conn<'_>,
+    task: &NewTask,
+) -> Result<Option<Task>, CrmError> {
+    check_sid("call_sid", &task.call_sid)?;
+    if task.seq < 0 {
+        return Err(CrmError::invalid("seq", "task sequence numbers start at 0"));
+    }
+    if let Some(phone) = &task.contact_phone {
+        check_phone(phone)?;
+    }
+    if task.text.chars().count() > MAX_TASK_TEXT_CHARS {
+        return Err(CrmError::invalid(
+            "text",
+            format!("task text is longer than {MAX_TASK_TEXT_CHARS} characters"),
+        ));
+    }
+    let sql = format!(
+        "INSERT INTO tasks (call_sid, seq, contact_phone, kind, text, preferred_time, status, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) \
+             ON CONFLICT (call_sid, kind, seq) DO NOTHING RETURNING {TASK_COLUMNS}"
+    );
+    let conn = conn.get().await?;
+    let row = sqlx::query(&sql)
+        .bind(&task.call_sid)
+        .bind(task.seq)
+        .bind(task.contact_phone.as_deref())
+        .bind(task.kind.as_str())
+        .bind(&task.text)
+        .bind(task.preferred_time.as_deref())
+        .bind(task.at_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(task_from_row).transpose()
 }
 
 fn check_phone(phone: &str) -> Result<(), CrmError> {

@@ -141,9 +141,92 @@ async fn flush_waits_for_everything_submitted(db: &TestDb) {
     );
 }
 
+/// Makes the database itself refuse turns whose text is `poison` (a trigger), the way a
+/// constraint would: the error comes from inside the transaction, not from the store's checks.
+async fn refuse_poison_turns(db: &TestDb) {
+    let statements: &[&str] = match db.store.backend() {
+        crm::Backend::Sqlite => &["CREATE TRIGGER refuse_poison BEFORE INSERT ON turns \
+             WHEN NEW.text = 'poison' BEGIN SELECT RAISE(ABORT, 'poison row'); END"],
+        crm::Backend::Postgres => &[
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.text = 'poison' THEN \
+             RAISE EXCEPTION 'poison row' USING ERRCODE = 'check_violation'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON turns \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ],
+    };
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    for sql in statements {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// Operations that queue up while the writer is busy go into one transaction. A row the
+/// database refuses inside it rolls the transaction back, and the writer then writes the
+/// operations one by one: only the refused row is lost, and order is kept.
+async fn a_backlog_is_written_in_one_transaction(db: &TestDb) {
+    sqlx::any::install_default_drivers();
+    refuse_poison_turns(db).await;
+    // #[tokio::test] runs on one thread: the writer task first runs at the first await, so
+    // everything submitted before it is one backlog.
+    let (writer, task) = CrmWriter::spawn(db.store.clone(), 64);
+    let ops = call_ops("CA62");
+    let n = ops.len() as u64;
+    for op in ops {
+        writer.submit(op).unwrap();
+    }
+    tokio::time::timeout(GUARD, writer.flush()).await.unwrap();
+    let s = writer.stats();
+    assert_eq!((s.written, s.batches, s.rejected), (n, 1, 0));
+
+    let mut poison = turn_op("CA63", 2);
+    let WriteOp::AppendTurn(t) = &mut poison else {
+        unreachable!()
+    };
+    t.text = "poison".to_owned();
+    let backlog = [
+        turn_op("CA63", 1),
+        poison,
+        turn_op("CA63", 3),
+        WriteOp::CallEnded {
+            call_sid: "CA63".to_owned(),
+            at_ms: 4,
+            status: "completed".to_owned(),
+        },
+    ];
+    for op in backlog {
+        writer.submit(op).unwrap();
+    }
+    tokio::time::timeout(GUARD, writer.flush()).await.unwrap();
+    let s = writer.stats();
+    assert_eq!(
+        (s.written, s.batches, s.rejected, s.processed),
+        (n + 3, 1, 1, n + 4),
+        "the failed batch was rolled back and written one by one"
+    );
+    let seqs: Vec<i64> = db
+        .store
+        .get_call_with_turns("CA63")
+        .await
+        .unwrap()
+        .turns
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+    let detail = db.store.get_call_with_turns("CA62").await.unwrap();
+    assert_eq!(detail.turns.len(), 20);
+    assert_eq!(detail.call.ended_at_ms, Some(30_000));
+    drop(writer);
+    tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+}
+
 on_both_backends!(
     queued_writes_drain_at_shutdown_and_survive_restart,
-    flush_waits_for_everything_submitted
+    flush_waits_for_everything_submitted,
+    a_backlog_is_written_in_one_transaction
 );
 
 /// A real outage: another connection holds SQLite's write lock. The writer keeps retrying the
