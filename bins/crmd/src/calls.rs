@@ -189,10 +189,8 @@ pub fn build(
         .validate()
         .map_err(|e| invalid("EOU_MS", e.to_string()))?;
     deps.recording_format = config.recording_format;
-    if let Some(dir) = deps.recordings_dir.clone()
-        && config.recording_format == crm::recording::RecordingFormat::Opus
-    {
-        encode_leftover_spools(dir, writer.clone());
+    if let Some(dir) = deps.recordings_dir.clone() {
+        finish_leftover_recordings(dir, writer.clone(), config.recording_format);
     }
     let deps = Arc::new(deps);
 
@@ -310,18 +308,56 @@ fn adapt(
         })
 }
 
-/// Queues for encoding the WAV spools a previous run left unencoded (it stopped before its
-/// encoders were done): each then replaces its spool in the CRM, as after a call.
-fn encode_leftover_spools(dir: std::path::PathBuf, writer: crm::CrmWriter) {
+/// What a previous run left in the recordings directory:
+/// - the spools of calls a crash cut short (`.wav.part`, no longer locked by a live process)
+///   are finished and attached to their calls, which never got to do it;
+/// - with Opus recordings, the WAV spools it left unencoded (it stopped before its encoders
+///   were done, or crashed) are queued for encoding: each then replaces its spool in the CRM,
+///   as after a call.
+fn finish_leftover_recordings(
+    dir: std::path::PathBuf,
+    writer: crm::CrmWriter,
+    format: crm::recording::RecordingFormat,
+) {
     let started = std::time::SystemTime::now();
     tokio::task::spawn_blocking(move || {
-        let spools = match crm::recording::pending_spools(&dir, started) {
+        let recovered = match crm::recording::recover_cut_spools(&dir) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                tracing::error!(%error, "could not look for recordings of calls cut by a crash");
+                Vec::new()
+            }
+        };
+        if !recovered.is_empty() {
+            tracing::info!(
+                count = recovered.len(),
+                dir = %dir.display(),
+                "finished the recordings of calls a crash cut short"
+            );
+        }
+        for spool in &recovered {
+            if let Err(error) = writer.submit(crm::WriteOp::Recording(spool.clone())) {
+                tracing::error!(call_sid = %spool.call_sid, %error,
+                    "recording of a call cut by a crash not attached; its WAV stays on disk");
+            }
+        }
+        if format != crm::recording::RecordingFormat::Opus {
+            return;
+        }
+        let mut spools = match crm::recording::pending_spools(&dir, started) {
             Ok(spools) => spools,
             Err(error) => {
                 tracing::error!(%error, "could not look for unencoded call recordings");
                 return;
             }
         };
+        // Finishing wrote their headers just now, so the listing (spools finished before this
+        // start) does not hold them.
+        for spool in recovered {
+            if !spools.iter().any(|s| s.path == spool.path) {
+                spools.push(spool);
+            }
+        }
         if spools.is_empty() {
             return;
         }

@@ -282,40 +282,71 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recording_a_stopped_server_left_as_wav_is_encoded_at_the_next_start() {
+async fn recordings_a_stopped_or_crashed_server_left_are_finished_and_encoded_at_the_next_start() {
     let speech_addr = start_speech_standin().await;
     let dir = tempfile::tempdir().unwrap();
-    // What a previous run left: a call whose recording is still its WAV spool.
+    // What a previous run left: a call whose recording is still its WAV spool, and a call a
+    // crash cut short (its spool never finished, never attached).
     let db_url = format!("sqlite://{}/crmd.sqlite", dir.path().display());
     let store = crm::Store::connect(&db_url).await.unwrap();
-    store
-        .record_incoming_call(&crm::NewCall {
-            call_sid: "CA_LEFT_AS_WAV".into(),
-            account_sid: None,
-            from: Some("+972501234567".into()),
-            to: Some("+97231234567".into()),
-            direction: "inbound".into(),
-            status: Some("completed".into()),
-            caller_name: None,
-            at_ms: 1_000,
-        })
-        .await
-        .unwrap();
-    let recordings = dir.path().join("recordings");
-    let mut recorder = crm::recording::CallRecorder::create(&recordings, "CA_LEFT_AS_WAV").unwrap();
-    for frame in 0..100u64 {
-        let tone: Vec<u8> = (0..160)
-            .map(|i| if (i / 10) % 2 == 0 { 0x20 } else { 0xA0 })
-            .collect();
-        recorder.push_caller(frame * 20, &tone).unwrap();
+    for call_sid in ["CA_LEFT_AS_WAV", "CA_CUT_BY_CRASH"] {
+        store
+            .record_incoming_call(&crm::NewCall {
+                call_sid: call_sid.into(),
+                account_sid: None,
+                from: Some("+972501234567".into()),
+                to: Some("+97231234567".into()),
+                direction: "inbound".into(),
+                status: Some("completed".into()),
+                caller_name: None,
+                at_ms: 1_000,
+            })
+            .await
+            .unwrap();
     }
-    let spool = recorder.finish(2_000).unwrap();
+    let recordings = dir.path().join("recordings");
+    let record_two_seconds = |call_sid: &str| {
+        let mut recorder = crm::recording::CallRecorder::create(&recordings, call_sid).unwrap();
+        for frame in 0..100u64 {
+            let tone: Vec<u8> = (0..160)
+                .map(|i| if (i / 10) % 2 == 0 { 0x20 } else { 0xA0 })
+                .collect();
+            recorder.push_caller(frame * 20, &tone).unwrap();
+            recorder.push_agent(frame * 20, &tone).unwrap();
+        }
+        recorder
+    };
+    let spool = record_two_seconds("CA_LEFT_AS_WAV").finish(2_000).unwrap();
     store.attach_recording(&spool).await.unwrap();
+    // Dropped unfinished: its file is closed (the lock goes) as when the process dies.
+    drop(record_two_seconds("CA_CUT_BY_CRASH"));
+    let cut_part = recordings.join("CA_CUT_BY_CRASH.wav.part");
+    assert!(cut_part.exists());
     store.close().await;
 
     let crmd = start_crmd(&dir, speech_addr, &[]);
-    crmd.wait_for_line("call recording encoded", Duration::from_secs(30))
-        .await;
+    crmd.wait_for_line(
+        "finished the recordings of calls a crash cut short",
+        Duration::from_secs(30),
+    )
+    .await;
+    let store = crm::Store::connect(&db_url).await.unwrap();
+    let both_encoded = async {
+        loop {
+            let mut codecs = Vec::new();
+            for call_sid in ["CA_LEFT_AS_WAV", "CA_CUT_BY_CRASH"] {
+                codecs.push(store.get_recording(call_sid).await.map(|r| r.codec));
+            }
+            if codecs.iter().all(|c| c.as_deref().ok() == Some("opus")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), both_encoded)
+        .await
+        .expect("both recordings encoded");
+    store.close().await;
     let (exit, log) = stop_gracefully(crmd).await;
     assert_eq!(exit.code(), Some(0), "{log}");
     assert!(
@@ -332,6 +363,13 @@ async fn a_recording_a_stopped_server_left_as_wav_is_encoded_at_the_next_start()
         !std::path::Path::new(&spool.path).exists(),
         "the spool is replaced"
     );
+    // The cut call: the audio written before the crash (both sides flushed to the file) is
+    // its recording now.
+    let cut = store.get_recording("CA_CUT_BY_CRASH").await.unwrap();
+    assert_eq!(&std::fs::read(&cut.path).unwrap()[..4], b"OggS");
+    assert_eq!(cut.duration_ms, Some(2_000), "{cut:?}");
+    assert!(!cut_part.exists());
+    assert!(!recordings.join("CA_CUT_BY_CRASH.wav").exists());
     store.close().await;
 }
 

@@ -23,7 +23,9 @@
 //!   disk, never memory, and is never dropped.
 //!
 //! A finished name always means a complete file: `.wav.part` and `.ogg.part` are renamed only
-//! once written and synced. The spool is deleted only after the store references the Ogg
+//! once written and synced. While a call records, its process holds an exclusive lock on the
+//! `.wav.part` (the kernel drops it when the process dies), so [`recover_cut_spools`] can tell
+//! the spool of a call cut by a crash from one still being written, and finish it. The spool is deleted only after the store references the Ogg
 //! ([`crate::WriteOp::RecordingEncoded`]), so a recording is never unreferenced on disk.
 
 use std::collections::HashMap;
@@ -130,7 +132,16 @@ impl CallRecorder {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let final_path = dir.join(format!("{call_sid}.wav"));
         let part_path = dir.join(format!("{call_sid}.wav.part"));
-        let file = File::create(&part_path).map_err(io_error(&part_path))?;
+        // Locked before it is emptied: a `.part` locked by a live process is that process's
+        // recording of the same call (never ours to truncate).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part_path)
+            .map_err(io_error(&part_path))?;
+        lock_spool(&file, &part_path)?;
+        file.set_len(0).map_err(io_error(&part_path))?;
         let recorder = StereoWavRecorder::new(file, RECORDING_MAX_SKEW_MS).map_err(encode_error)?;
         Ok(CallRecorder {
             call_sid: call_sid.to_owned(),
@@ -179,6 +190,103 @@ impl CallRecorder {
             at_ms,
         ))
     }
+}
+
+/// Takes the exclusive lock a spool's writer holds while the call records.
+fn lock_spool(file: &File, path: &Path) -> Result<(), CrmError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CrmError::RecordingIo {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "another live process is writing this recording",
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(path)(e)),
+    }
+}
+
+/// Finishes the spools of calls cut short by a crash: every `<CallSid>.wav.part` in `dir` that
+/// no live process holds (a recording call keeps its spool locked, see the module docs) gets
+/// the real lengths in its header, is synced and renamed to `<CallSid>.wav`, and is described
+/// as [`CallRecorder::finish`] would have (`at_ms` from the file's last write). Hand each to
+/// [`crate::Store::attach_recording`] (the call never did) and then to encoding as usual.
+///
+/// A spool that cannot be finished (its header was cut too, or a `<CallSid>.wav` is already
+/// there) is logged and left as it is; one being written is skipped silently.
+///
+/// # Errors
+/// [`CrmError::RecordingIo`] if `dir` cannot be listed (a missing `dir` is an empty list).
+pub fn recover_cut_spools(dir: &Path) -> Result<Vec<NewRecording>, CrmError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    let mut recovered = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(call_sid) = name.to_str().and_then(|n| n.strip_suffix(".wav.part")) else {
+            continue;
+        };
+        if check_sid("call_sid", call_sid).is_err() {
+            continue;
+        }
+        match finish_cut_spool(dir, call_sid) {
+            Ok(Some(spool)) => recovered.push(spool),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%call_sid, %error,
+                "the recording of a call cut by a crash could not be finished; its .wav.part is left as it is"),
+        }
+    }
+    recovered.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(recovered)
+}
+
+/// [`recover_cut_spools`] for one spool; `None` when a live process is still writing it.
+fn finish_cut_spool(dir: &Path, call_sid: &str) -> Result<Option<NewRecording>, CrmError> {
+    let part_path = dir.join(format!("{call_sid}.wav.part"));
+    let final_path = dir.join(format!("{call_sid}.wav"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&part_path)
+        .map_err(io_error(&part_path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&part_path)(e)),
+    }
+    if final_path.exists() {
+        return Err(CrmError::RecordingIo {
+            path: final_path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a finished recording of this call is already there",
+            ),
+        });
+    }
+    let at_ms = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0);
+    let writer = mulaw::wav::MulawWavWriter::resume(file).map_err(|e| match e {
+        mulaw::Error::Io(source) => io_error(&part_path)(source),
+        other => encode_error(other),
+    })?;
+    let file = writer.finish().map_err(encode_error)?;
+    let size = seal(file, &part_path, &final_path)?;
+    Ok(Some(spool_recording(
+        call_sid.to_owned(),
+        &final_path,
+        size,
+        at_ms,
+    )))
 }
 
 /// Describes a spool file of `size` bytes.
@@ -251,7 +359,8 @@ pub fn encode_spool(spool: &NewRecording) -> Result<NewRecording, CrmError> {
 /// never encoded, e.g. because the server stopped first, described as [`CallRecorder::finish`]
 /// did (`at_ms` from the file's mtime). Pass the process's start: spools of calls this process
 /// (or one still draining beside it) finishes later are queued by their own call. Unfinished
-/// `.wav.part` files (calls cut by a crash) are left alone: they still play.
+/// `.wav.part` files are not listed: [`recover_cut_spools`] finishes those of calls cut by a
+/// crash.
 ///
 /// # Errors
 /// [`CrmError::RecordingIo`] if `dir` cannot be listed (a missing `dir` is an empty list).

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use crm::recording::{CallRecorder, RecordingPool, RecordingTask, encode_spool, pending_spools};
+use crm::recording::{
+    CallRecorder, RecordingPool, RecordingTask, encode_spool, pending_spools, recover_cut_spools,
+};
 use crm::{CrmWriter, NewRecording, WriteOp};
 
 /// 20 ms of a 440 Hz tone (mu-law), starting at sample `offset`.
@@ -525,4 +527,61 @@ fn one_spool_encoded_by_several_encoders_at_once_ends_as_one_whole_file() {
         ["CA_TWICE.ogg"],
         "no part file left"
     );
+}
+
+/// A call cut by a crash leaves `<CallSid>.wav.part`, no longer locked once its process is
+/// gone: it is finished (real lengths, renamed) and encodes like any spool. A spool still being
+/// written (its recorder holds the lock) is left alone, and so is a file whose header was cut.
+#[test]
+fn spools_of_calls_cut_by_a_crash_are_finished_and_live_ones_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        recover_cut_spools(&dir.path().join("missing"))
+            .unwrap()
+            .is_empty()
+    );
+    let two_seconds = |sid: &str| {
+        let mut rec = CallRecorder::create(dir.path(), sid).unwrap();
+        for frame in 0..100u64 {
+            let tone = tone_frame(frame as usize * 160, 440.0);
+            rec.push_caller(frame * 20, &tone).unwrap();
+            rec.push_agent(frame * 20, &tone).unwrap();
+        }
+        rec
+    };
+    // Dropped unfinished: the file is closed and its lock released, as when the process dies.
+    drop(two_seconds("CA_CUT"));
+    let live = two_seconds("CA_LIVE");
+    assert!(
+        CallRecorder::create(dir.path(), "CA_LIVE").is_err(),
+        "a second recorder never truncates a spool a live one is writing"
+    );
+    std::fs::write(dir.path().join("CA_HEADLESS.wav.part"), b"RIFF\0\0").unwrap();
+
+    let recovered = recover_cut_spools(dir.path()).unwrap();
+    let sids: Vec<&str> = recovered.iter().map(|r| r.call_sid.as_str()).collect();
+    assert_eq!(sids, ["CA_CUT"]);
+    let cut = &recovered[0];
+    assert_eq!(
+        (cut.codec.as_str(), cut.duration_ms),
+        ("pcm_mulaw", Some(2_000))
+    );
+    assert!(cut.at_ms > 0);
+    assert!(cut.path.ends_with("CA_CUT.wav"));
+    let bytes = std::fs::read(&cut.path).unwrap();
+    let (info, data) = mulaw::wav::parse(&bytes).unwrap();
+    assert_eq!((info.channels, data.len()), (2, 32_000), "{info}");
+    assert_eq!(
+        mulaw::wav::read_header(&mut bytes.as_slice()).unwrap().1,
+        Some(32_000),
+        "the real length is in the header"
+    );
+    assert_eq!(encode_spool(cut).unwrap().duration_ms, Some(2_000));
+    assert!(!dir.path().join("CA_CUT.wav.part").exists());
+
+    // Untouched: the live call's spool and the file with a cut header.
+    assert!(dir.path().join("CA_LIVE.wav.part").exists());
+    assert!(dir.path().join("CA_HEADLESS.wav.part").exists());
+    assert_eq!(live.finish(1).unwrap().duration_ms, Some(2_000));
+    assert!(recover_cut_spools(dir.path()).unwrap().is_empty());
 }

@@ -366,6 +366,38 @@ impl<W: Write + Seek> MulawWavWriter<W> {
     }
 }
 
+impl<W: Read + Write + Seek> MulawWavWriter<W> {
+    /// Takes up a mu-law WAV a writer started but never finished (its process stopped mid-file):
+    /// the audio already in it is kept, later [`MulawWavWriter::write`]s append to it, and
+    /// [`MulawWavWriter::finish`] writes the real lengths. A last partial sample frame (a write
+    /// cut short) is dropped from the count, so a stereo file stays aligned.
+    ///
+    /// # Errors
+    /// [`Error::WavFormatMismatch`] for anything but 8-bit mu-law, the header errors of
+    /// [`read_header`], [`Error::Io`].
+    pub fn resume(mut sink: W) -> Result<Self, Error> {
+        sink.seek(SeekFrom::Start(0))?;
+        let (info, _declared) = read_header(&mut sink)?;
+        if info.format != WavFormat::MuLaw || info.bits_per_sample != 8 || info.channels == 0 {
+            return Err(Error::WavFormatMismatch {
+                expected: "8-bit mu-law",
+                found: info.to_string(),
+            });
+        }
+        let data_start = sink.stream_position()?;
+        let end = sink.seek(SeekFrom::End(0))?;
+        let written = end.saturating_sub(data_start);
+        let data_bytes = written - written % u64::from(info.channels);
+        sink.seek(SeekFrom::Start(data_start + data_bytes))?;
+        Ok(Self {
+            sink,
+            sample_rate: info.sample_rate,
+            channels: info.channels,
+            data_bytes,
+        })
+    }
+}
+
 /// Reads a WAV header from a stream, up to the start of the `data` chunk's bytes: the format,
 /// and the declared `data` length (`None` when unknown, meaning "to the end"). Chunks before
 /// `data` are skipped as [`parse`] does; the stream is left at the first audio byte.

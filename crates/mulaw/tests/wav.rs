@@ -258,3 +258,43 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+/// A WAV whose writer stopped mid-file (the process died: no `finish`, lengths unknown, a
+/// last stereo frame cut after one byte) is taken up again and finished with the real lengths.
+#[test]
+fn an_unfinished_wav_is_resumed_and_finished() {
+    let audio: Vec<u8> = (0..320_u32).map(|i| (i % 251) as u8).collect();
+    let mut disk = std::io::Cursor::new(Vec::new());
+    {
+        // Never finished, as on disk when the process died.
+        let mut writer = wav::MulawWavWriter::new(&mut disk, 8000, 2).unwrap();
+        writer.write(&audio).unwrap();
+        writer.write(&[0x7f]).unwrap(); // half of the next stereo sample
+    }
+    let on_disk = disk.into_inner();
+    let (info, declared) = wav::read_header(&mut on_disk.as_slice()).unwrap();
+    assert_eq!(declared, None, "an unfinished file declares no length");
+
+    let resumed = wav::MulawWavWriter::resume(std::io::Cursor::new(on_disk)).unwrap();
+    assert_eq!(
+        resumed.data_bytes(),
+        320,
+        "the cut sample frame is not counted"
+    );
+    let bytes = resumed.finish().unwrap().into_inner();
+    let (parsed, data) = wav::parse(&bytes).unwrap();
+    assert_eq!(parsed, info);
+    assert_eq!(data, audio.as_slice());
+    assert_eq!(
+        wav::read_header(&mut bytes.as_slice()).unwrap().1,
+        Some(320)
+    );
+}
+
+/// Only mu-law can be resumed: a PCM file is refused with a typed error.
+#[test]
+fn resuming_a_pcm_wav_is_refused() {
+    let pcm = wav::write_pcm16(&[0; 160], 8000, 1);
+    let err = wav::MulawWavWriter::resume(std::io::Cursor::new(pcm)).unwrap_err();
+    assert!(matches!(err, Error::WavFormatMismatch { .. }), "{err}");
+}
