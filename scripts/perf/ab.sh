@@ -6,7 +6,9 @@
 # `callsim load --calls CALLS --ramp 8 --duration 25 --barge-in-every 2 --redial` (AB_DURATION=S
 # for another duration; AB_CALL_SECONDS=S makes each call hang up after S seconds and redial, so
 # calls end all through the run and their recordings are encoded under load), stops both
-# (by pid) and prints one summary line; the JSON report stays in target/perf/ab/LABEL-CALLS/.
+# (by pid) and prints one summary line (with the largest backlogs crmd's /metrics showed: CRM
+# writes queued, recordings waiting for encoding); the JSON report stays in
+# target/perf/ab/LABEL-CALLS/.
 # AB_RESPONDER=llm answers with the stand-in's OpenAI-compatible model (replies generated per
 # call, so no phrase-cache sharing) instead of the scripted responder.
 # Calls are recorded into LABEL-CALLS/recordings (crmd's default is on); RECORDINGS_DIR= (empty)
@@ -57,5 +59,8 @@ print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call)
       % (s["cpu_percent"], s["cpu_percent_per_call"], s["rss_per_call_kib"]),
       "| pacing p99", r["pacing"]["p99_ms"], "ms, agent jitter p99", r["agent_frame_jitter"]["p99_ms"],
       "ms, barge-in p95", r["barge_in_latency"]["p95_ms"], "ms, turn p50", r["turn_latency"]["p50_ms"],
-      "ms | machine busy %.0f %% (other %.0f %%)" % (r["machine_busy_percent"] or 0, r["other_processes_percent"] or 0))
+      "ms | machine busy %.0f %% (other %.0f %%)" % (r["machine_busy_percent"] or 0, r["other_processes_percent"] or 0),
+      "| crmd backlog max: CRM writes %s, recordings to encode %s" % (
+          r.get("server_backlog", {}).get("db_queue_depth_max"),
+          r.get("server_backlog", {}).get("recordings_pending_encode_max")))
 PY

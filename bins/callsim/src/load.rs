@@ -178,7 +178,54 @@ pub struct LoadReport {
     /// Busy time not spent in the server, the stand-in or the simulator (other work on the
     /// machine), in % of one core.
     pub other_processes_percent: Option<f64>,
+    /// The server's own backlogs, read from its `/metrics` at each sample (`None` when it
+    /// serves no such gauge).
+    pub server_backlog: ServerBacklog,
 }
+
+/// Largest backlogs the server reported on `/metrics` over the run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerBacklog {
+    /// `/metrics` samples read.
+    pub samples: u32,
+    /// Most CRM writes waiting at one sample (`crmd_db_queue_depth`).
+    pub db_queue_depth_max: Option<u64>,
+    /// Most recordings waiting for their encoding at one sample
+    /// (`crmd_recordings_pending_encode`).
+    pub recordings_pending_encode_max: Option<u64>,
+}
+
+impl ServerBacklog {
+    /// Takes in one `/metrics` text (Prometheus exposition format).
+    pub fn record(&mut self, metrics: &str) {
+        self.samples += 1;
+        let max = |slot: &mut Option<u64>, value: Option<u64>| {
+            if let Some(value) = value {
+                *slot = Some(slot.map_or(value, |seen| seen.max(value)));
+            }
+        };
+        max(
+            &mut self.db_queue_depth_max,
+            gauge(metrics, "crmd_db_queue_depth"),
+        );
+        max(
+            &mut self.recordings_pending_encode_max,
+            gauge(metrics, "crmd_recordings_pending_encode"),
+        );
+    }
+}
+
+/// The value of an unlabelled gauge in a Prometheus text exposition.
+fn gauge(metrics: &str, name: &str) -> Option<u64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        // Gauges are integers here; a float is rounded down.
+        value.trim().parse::<f64>().ok().map(|v| v.max(0.0) as u64)
+    })
+}
+
+/// Bound on one `/metrics` read: a slow server delays a sample, never the run.
+const METRICS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The conversation loop of one load call: listen to the greeting, then turns of "say, listen
 /// to the reply", every `barge_in_every`-th turn barging in 800 ms into the reply instead.
@@ -211,6 +258,7 @@ struct Samples {
     simulator: Vec<ProcSample>,
     machine: Vec<(Instant, u64, u64)>,
     live: Vec<(Instant, u32)>,
+    backlog: ServerBacklog,
 }
 
 fn usage(
@@ -272,6 +320,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     let (stop_sampler, mut sampler_stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = {
         let live = Arc::clone(&live);
+        let (client, metrics_url) = (client.clone(), options.call.target.http_url("/metrics"));
         let (server_pid, standin_pid, every) = (
             options.server_pid,
             options.standin_pid,
@@ -301,6 +350,17 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 samples
                     .live
                     .push((Instant::now(), live.load(Ordering::Relaxed)));
+                let metrics = client
+                    .get(&metrics_url)
+                    .timeout(METRICS_TIMEOUT)
+                    .send()
+                    .await;
+                if let Ok(response) = metrics
+                    && response.status().is_success()
+                    && let Ok(text) = response.text().await
+                {
+                    samples.backlog.record(&text);
+                }
             }
             samples
         })
@@ -398,6 +458,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         simulator: None,
         machine_busy_percent: None,
         other_processes_percent: None,
+        server_backlog: ServerBacklog::default(),
     };
     for task in tasks {
         let outcomes = match task.await {
@@ -466,6 +527,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     let _ = stop_sampler.send(());
     let samples = sampler.await.unwrap_or_default();
     report.peak_live_calls = samples.live.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    report.server_backlog = samples.backlog;
     // The steady window: all calls started (plus 2 s to settle) until the end of the run.
     let settle = Duration::from_secs(2).min(options.duration / 4);
     let mut window = (ramp_end + settle, run_end);
@@ -538,4 +600,37 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerBacklog;
+
+    #[test]
+    fn backlog_keeps_the_largest_gauge_values_seen() {
+        let mut backlog = ServerBacklog::default();
+        backlog.record(
+            "# HELP crmd_db_queue_depth CRM writes waiting.\n\
+             # TYPE crmd_db_queue_depth gauge\n\
+             crmd_db_queue_depth 12\n\
+             crmd_db_queue_depth_total 99\n\
+             crmd_recordings_pending_encode 3\n",
+        );
+        backlog.record("crmd_db_queue_depth 4\ncrmd_recordings_pending_encode 30\n");
+        backlog.record("not metrics at all");
+        assert_eq!(backlog.samples, 3);
+        assert_eq!(backlog.db_queue_depth_max, Some(12));
+        assert_eq!(backlog.recordings_pending_encode_max, Some(30));
+
+        let mut without = ServerBacklog::default();
+        without.record("crmd_calls_live 5\n");
+        assert_eq!(
+            (
+                without.db_queue_depth_max,
+                without.recordings_pending_encode_max
+            ),
+            (None, None),
+            "a server without the gauges reports none"
+        );
+    }
 }
