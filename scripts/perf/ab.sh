@@ -31,6 +31,8 @@ fi
 SPID=$!
 sleep 0.5
 RECORDINGS_DIR=${RECORDINGS_DIR-$D/recordings}; export RECORDINGS_DIR
+# A token of this run's own, so callsim can read crmd's /metrics backlogs.
+CRMD_API_TOKEN=ab-$(python3 -c 'import secrets; print(secrets.token_hex(16))'); export CRMD_API_TOKEN
 PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \
   GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info \
   "$BIN/crmd" > "$D/crmd.log" 2>&1 &

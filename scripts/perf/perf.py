@@ -446,7 +446,9 @@ either way, before/after: `[AB_RESPONDER=llm] [RECORDINGS_DIR=] [RECORDING_FORMA
 [AB_CALL_SECONDS=15 AB_DURATION=60] scripts/perf/ab.sh BIN_DIR CALLS LABEL`. With `--call-seconds`
 (`AB_CALL_SECONDS`) each call hangs up after that long and its slot redials, so what crmd does after
 a call (encoding its recording) happens inside the measured window; ab.sh also prints the encoding
-left after the load.
+left after the load, and the largest backlogs crmd's `/metrics` showed during it (CRM writes queued,
+recordings waiting for encoding: `callsim load` samples them when given the server's
+`CRMD_API_TOKEN`, and reports them as `server_backlog`).
 """
 
 

@@ -44,6 +44,8 @@ pub struct LoadOptions {
     /// with `redial`, calls then end and start all through the run, as on a real line (and what
     /// the server does after a call, e.g. encoding its recording, happens under load).
     pub call_length: Option<Duration>,
+    /// The server's API token (`CRMD_API_TOKEN`), to read its `/metrics` backlogs.
+    pub api_token: Option<String>,
 }
 
 /// Calls are not started with less than this left of the run.
@@ -178,8 +180,8 @@ pub struct LoadReport {
     /// Busy time not spent in the server, the stand-in or the simulator (other work on the
     /// machine), in % of one core.
     pub other_processes_percent: Option<f64>,
-    /// The server's own backlogs, read from its `/metrics` at each sample (`None` when it
-    /// serves no such gauge).
+    /// The server's own backlogs, read from its `/metrics` at each sample (with
+    /// [`LoadOptions::api_token`]; `None` when not read or not served).
     pub server_backlog: ServerBacklog,
 }
 
@@ -320,7 +322,10 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     let (stop_sampler, mut sampler_stopped) = tokio::sync::oneshot::channel::<()>();
     let sampler = {
         let live = Arc::clone(&live);
-        let (client, metrics_url) = (client.clone(), options.call.target.http_url("/metrics"));
+        let metrics = options.api_token.clone().map(|token| {
+            let url = options.call.target.http_url("/metrics");
+            client.get(url).bearer_auth(token).timeout(METRICS_TIMEOUT)
+        });
         let (server_pid, standin_pid, every) = (
             options.server_pid,
             options.standin_pid,
@@ -350,12 +355,11 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 samples
                     .live
                     .push((Instant::now(), live.load(Ordering::Relaxed)));
-                let metrics = client
-                    .get(&metrics_url)
-                    .timeout(METRICS_TIMEOUT)
-                    .send()
-                    .await;
-                if let Ok(response) = metrics
+                let response = match metrics.as_ref().and_then(|m| m.try_clone()) {
+                    Some(request) => request.send().await.ok(),
+                    None => None,
+                };
+                if let Some(response) = response
                     && response.status().is_success()
                     && let Ok(text) = response.text().await
                 {

@@ -97,6 +97,10 @@ struct LoadArgs {
     /// calls end and start all through the run. Default: calls last until the run ends.
     #[arg(long)]
     call_seconds: Option<f64>,
+    /// The server's CRMD_API_TOKEN: with it, its `/metrics` backlogs (CRM writes queued,
+    /// recordings waiting for encoding) are sampled into the report.
+    #[arg(long, env = "CRMD_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 fn common_options(common: &Common) -> Result<(CallOptions, Vec<Arc<CallerClip>>), String> {
@@ -277,6 +281,7 @@ async fn load(args: LoadArgs) -> Result<ExitCode, String> {
             .call_seconds
             .map(|s| seconds("call-seconds", s))
             .transpose()?,
+        api_token: args.api_token.filter(|t| !t.is_empty()),
     };
     let report = run_load(options).await;
     if args.common.json {

@@ -184,6 +184,7 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
         sample_every: Duration::from_millis(200),
         redial: true,
         call_length: None,
+        api_token: None,
     })
     .await;
     assert_eq!(report.calls_requested, 4);
@@ -222,6 +223,7 @@ async fn calls_of_a_set_length_hang_up_and_redial_all_through_the_run() {
         redial: true,
         // Shorter than the server's 600 ms clip: the simulator hangs up first, every time.
         call_length: Some(Duration::from_millis(300)),
+        api_token: None,
     })
     .await;
     assert!(report.calls_placed >= 6, "{}", report.calls_placed);

@@ -282,6 +282,32 @@ impl Store {
         record_stream_event_on(&mut Conn::pool(&self.pool), call_sid, ev).await
     }
 
+    /// Stores a stream event unless the call already has one of its kind: for events that
+    /// happen once per call (`stream-ended`, from the `<Connect action>` request), which a
+    /// webhook Twilio sends again would otherwise store a second time, at its new receipt time.
+    pub async fn record_stream_event_once(
+        &self,
+        call_sid: &str,
+        ev: &StreamEventRecord,
+    ) -> Result<(), CrmError> {
+        check_stream_event(call_sid, ev)?;
+        // SQLite needs the WHERE to read `ON CONFLICT` as the upsert clause, not a join.
+        sqlx::query(
+            "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                 (SELECT 1 FROM call_stream_events WHERE call_sid = $1 AND kind = $2) \
+             ON CONFLICT (call_sid, kind, at_ms) DO NOTHING",
+        )
+        .bind(call_sid)
+        .bind(ev.kind.as_str())
+        .bind(ev.stream_sid.as_deref())
+        .bind(ev.error.as_deref())
+        .bind(ev.at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Notes that the media stream started (creates a minimal call row when the webhook row is
     /// missing). The first start time is kept.
     pub async fn mark_call_streaming(
@@ -915,10 +941,7 @@ pub(crate) async fn record_stream_event_on(
     call_sid: &str,
     ev: &StreamEventRecord,
 ) -> Result<(), CrmError> {
-    check_sid("call_sid", call_sid)?;
-    if ev.kind.trim().is_empty() {
-        return Err(CrmError::invalid("kind", "stream event kind is empty"));
-    }
+    check_stream_event(call_sid, ev)?;
     let conn = conn.get().await?;
     sqlx::query(
         "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
@@ -1078,6 +1101,14 @@ pub(crate) async fn record_task_on(
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(task_from_row).transpose()
+}
+
+fn check_stream_event(call_sid: &str, ev: &StreamEventRecord) -> Result<(), CrmError> {
+    check_sid("call_sid", call_sid)?;
+    if ev.kind.trim().is_empty() {
+        return Err(CrmError::invalid("kind", "stream event kind is empty"));
+    }
+    Ok(())
 }
 
 fn check_phone(phone: &str) -> Result<(), CrmError> {

@@ -222,6 +222,26 @@ async fn turns_and_events_are_idempotent_and_ordered(db: &TestDb) {
         ..started.clone()
     };
     s.record_stream_event("CA20", &stopped).await.unwrap();
+    // Once-per-call events: a second one (a retried `<Connect action>`, later) is not stored.
+    let ended = StreamEventRecord {
+        kind: "stream-ended".to_owned(),
+        stream_sid: None,
+        at_ms: 9_100,
+        ..started.clone()
+    };
+    s.record_stream_event_once("CA20", &ended).await.unwrap();
+    let retried = StreamEventRecord {
+        at_ms: 9_800,
+        ..ended.clone()
+    };
+    s.record_stream_event_once("CA20", &retried).await.unwrap();
+    assert_eq!(
+        s.record_stream_event_once("not a sid", &ended)
+            .await
+            .unwrap_err()
+            .http_status(),
+        400
+    );
 
     let detail = s.get_call_with_turns("CA20").await.unwrap();
     let seqs: Vec<i64> = detail.turns.iter().map(|t| t.seq).collect();
@@ -231,7 +251,7 @@ async fn turns_and_events_are_idempotent_and_ordered(db: &TestDb) {
     assert!(last.interrupted);
     assert_eq!(last.heard_text.as_deref(), Some("Sure, we have Monday"));
     assert_eq!(last.latency.as_ref().unwrap()["tts_first_byte_ms"], 310);
-    assert_eq!(detail.stream_events, vec![started, stopped]);
+    assert_eq!(detail.stream_events, vec![started, stopped, ended]);
     assert!(detail.recording.is_none());
 
     let err = s.get_call_with_turns("CA_MISSING").await.unwrap_err();

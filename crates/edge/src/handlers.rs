@@ -119,6 +119,34 @@ pub async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "not found\n")
 }
 
+/// When Twilio says a callback's event happened (`Timestamp`), so a callback Twilio sends again
+/// carries the same time and is stored once (events are unique by call, kind and time). Read
+/// as RFC 3339 or RFC 2822 (both appear in Twilio's callbacks) or Unix seconds/milliseconds;
+/// the receipt time when absent or unreadable.
+fn twilio_event_time_ms(form: &TwilioForm) -> i64 {
+    form.get("Timestamp")
+        .and_then(parse_twilio_time_ms)
+        .unwrap_or_else(now_ms)
+}
+
+fn parse_twilio_time_ms(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(number) = value.parse::<i64>() {
+        // Seconds until the year 5138, milliseconds after.
+        return (number > 0).then(|| {
+            if number < 100_000_000_000 {
+                number.saturating_mul(1000)
+            } else {
+                number
+            }
+        });
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(value))
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -248,7 +276,7 @@ pub async fn stream_status(
         kind,
         stream_sid: form.get("StreamSid").map(str::to_owned),
         error: form.get("StreamError").map(str::to_owned),
-        at_ms: now_ms(),
+        at_ms: twilio_event_time_ms(&form),
     };
     let span = tracing::info_span!("stream_status", call_sid = %call_sid);
     async move {
@@ -297,7 +325,8 @@ pub async fn stream_ended(
                         error: None,
                         at_ms,
                     };
-                    store.record_stream_event(&sid, &event).await?;
+                    // Once per call: a retried action request adds no second row.
+                    store.record_stream_event_once(&sid, &event).await?;
                     store.mark_call_ended(&sid, at_ms, "completed").await
                 }
             })
@@ -357,4 +386,28 @@ pub async fn media_stream_upgrade(
             sessions.spawn(handler.handle(socket, ctx));
             std::future::ready(())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_twilio_time_ms;
+
+    #[test]
+    fn twilio_timestamps_are_read_in_every_form_seen() {
+        let at = 1_765_000_000_000; // 2025-12-06T05:46:40Z
+        assert_eq!(parse_twilio_time_ms("2025-12-06T05:46:40Z"), Some(at));
+        assert_eq!(
+            parse_twilio_time_ms("2025-12-06T05:46:40.250Z"),
+            Some(at + 250)
+        );
+        assert_eq!(
+            parse_twilio_time_ms("Sat, 06 Dec 2025 05:46:40 +0000"),
+            Some(at)
+        );
+        assert_eq!(parse_twilio_time_ms("1765000000"), Some(at));
+        assert_eq!(parse_twilio_time_ms("1765000000000"), Some(at));
+        for unreadable in ["", "x", "-5", "0", "yesterday"] {
+            assert_eq!(parse_twilio_time_ms(unreadable), None, "{unreadable}");
+        }
+    }
 }

@@ -239,6 +239,45 @@ async fn stream_status_and_stream_ended_answer_204_and_record_events() {
     server.shut_down().await;
 }
 
+/// Twilio sends a webhook again when it gets no timely answer: a status callback carries the
+/// same `Timestamp`, so it is stored once; the `<Connect action>` happens once per call.
+#[tokio::test]
+async fn callbacks_twilio_sends_again_are_stored_once() {
+    let server = TestServer::start(&[]).await;
+    let http = client();
+    for _ in 0..2 {
+        let res = http
+            .post(server.url("/webhook/stream_status"))
+            .body("CallSid=CA_RETRY&StreamSid=MZ_RETRY&StreamEvent=stream-stopped&Timestamp=2026-12-06T05%3A30%3A00.125Z")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        let res = http
+            .post(server.url("/webhook/stream_ended"))
+            .body("CallSid=CA_RETRY&CallStatus=in-progress")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        // The retry comes later, with a later receipt time.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let detail = server.store.get_call_with_turns("CA_RETRY").await.unwrap();
+    let events: Vec<(&str, i64)> = detail
+        .stream_events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.at_ms))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events.contains(&("stream-stopped", 1_796_535_000_125)),
+        "Twilio's time is kept: {events:?}"
+    );
+    assert!(events.iter().any(|(kind, _)| *kind == "stream-ended"));
+    server.shut_down().await;
+}
+
 #[tokio::test]
 async fn bad_input_gets_400_with_a_short_plain_message() {
     let server = TestServer::start(&[]).await;
