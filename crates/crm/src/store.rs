@@ -6,6 +6,7 @@
 //! read-then-write transaction (which SQLite could refuse with `SQLITE_BUSY`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -67,6 +68,11 @@ impl Default for StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: writers of this process take turns here, in arrival order. SQLite has one
+    /// write lock per file and its busy handler sleeps with growing back-off, so under many
+    /// concurrent writers one can lose the race for seconds (measured: the CRM write queue
+    /// stalled for 5-8 s at a time at 1,000 calls) while the lock is mostly free.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,6 +141,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // A SQLite connection is a local file that cannot go stale: no ping (a round trip
+            // to its worker thread) before every use. Postgres keeps it, to skip connections
+            // a server restart broke.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -164,7 +174,13 @@ impl Store {
         };
         migrator.run(&pool).await.map_err(CrmError::Migration)?;
         tracing::info!(backend = ?backend, "CRM store ready (migrations applied)");
-        Ok(Store { pool, backend })
+        let write_gate =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Store {
+            pool,
+            backend,
+            write_gate,
+        })
     }
 
     /// Checks the database answers (for `/healthz`-style probes).
@@ -173,9 +189,35 @@ impl Store {
         Ok(())
     }
 
-    /// The connection pool (the writer runs batches of queued writes in one transaction).
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// Where a write runs: a pool connection taken when its first statement runs (then, on
+    /// SQLite, this process's write turn).
+    pub(crate) fn conn(&self) -> Conn<'_> {
+        Conn::Pool {
+            pool: &self.pool,
+            gate: self.write_gate.as_deref(),
+            held: None,
+        }
+    }
+
+    /// A connection of the pool kept by the caller (the CRM writer keeps one, so it never
+    /// waits behind webhooks for a free connection).
+    pub(crate) async fn dedicated_connection(&self) -> Result<PoolConnection<Any>, CrmError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Whether a caller may keep a connection for itself: not when the pool has only one (an
+    /// in-memory SQLite database), which everyone else would then wait for.
+    pub(crate) fn can_dedicate_a_connection(&self) -> bool {
+        self.pool.options().get_max_connections() > 1
+    }
+
+    /// This process's SQLite write turn (see `write_gate`), held until the guard is dropped;
+    /// `None` on PostgreSQL, which needs none.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
     }
 
     /// Which database this store talks to.
@@ -210,7 +252,7 @@ impl Store {
         at_ms: i64,
     ) -> Result<Contact, CrmError> {
         upsert_contact_on(
-            &mut Conn::pool(&self.pool),
+            &mut self.conn(),
             phone_e164,
             display_name,
             replace_name,
@@ -270,7 +312,7 @@ impl Store {
     /// same row; a row already created by a stream event is completed, not duplicated. A valid
     /// E.164 `from` is linked to its contact (created when new).
     pub async fn record_incoming_call(&self, call: &NewCall) -> Result<Call, CrmError> {
-        record_incoming_call_on(&mut Conn::pool(&self.pool), call).await
+        record_incoming_call_on(&mut self.conn(), call).await
     }
 
     /// Stores a stream lifecycle event; the same `(call_sid, kind, at_ms)` twice is stored once.
@@ -279,7 +321,7 @@ impl Store {
         call_sid: &str,
         ev: &StreamEventRecord,
     ) -> Result<(), CrmError> {
-        record_stream_event_on(&mut Conn::pool(&self.pool), call_sid, ev).await
+        record_stream_event_on(&mut self.conn(), call_sid, ev).await
     }
 
     /// Stores a stream event unless the call already has one of its kind: for events that
@@ -292,6 +334,8 @@ impl Store {
     ) -> Result<(), CrmError> {
         check_stream_event(call_sid, ev)?;
         // SQLite needs the WHERE to read `ON CONFLICT` as the upsert clause, not a join.
+        let mut write = self.conn();
+        let conn = write.get().await?;
         sqlx::query(
             "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
              SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
@@ -303,7 +347,7 @@ impl Store {
         .bind(ev.stream_sid.as_deref())
         .bind(ev.error.as_deref())
         .bind(ev.at_ms)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -316,7 +360,7 @@ impl Store {
         stream_sid: &str,
         at_ms: i64,
     ) -> Result<(), CrmError> {
-        mark_call_streaming_on(&mut Conn::pool(&self.pool), call_sid, stream_sid, at_ms).await
+        mark_call_streaming_on(&mut self.conn(), call_sid, stream_sid, at_ms).await
     }
 
     /// Notes that the call ended with `status`; the first end wins (a repeat changes nothing).
@@ -326,17 +370,17 @@ impl Store {
         at_ms: i64,
         status: &str,
     ) -> Result<(), CrmError> {
-        mark_call_ended_on(&mut Conn::pool(&self.pool), call_sid, at_ms, status).await
+        mark_call_ended_on(&mut self.conn(), call_sid, at_ms, status).await
     }
 
     /// Stores a transcript turn; writing the same `(call_sid, seq)` again replaces it.
     pub async fn append_turn(&self, turn: &NewTurn) -> Result<(), CrmError> {
-        append_turn_on(&mut Conn::pool(&self.pool), turn).await
+        append_turn_on(&mut self.conn(), turn).await
     }
 
     /// References a recording file from a call (replaces an earlier reference).
     pub async fn attach_recording(&self, rec: &NewRecording) -> Result<(), CrmError> {
-        attach_recording_on(&mut Conn::pool(&self.pool), rec).await
+        attach_recording_on(&mut self.conn(), rec).await
     }
 
     // -------------------------------------------------------------------------------- tasks
@@ -344,7 +388,7 @@ impl Store {
     /// Stores a follow-up task as `open`. Idempotent by `(call_sid, kind, seq)`: a repeat
     /// (writer retry) changes nothing and returns `None`; a new task returns the stored row.
     pub async fn record_task(&self, task: &NewTask) -> Result<Option<Task>, CrmError> {
-        record_task_on(&mut Conn::pool(&self.pool), task).await
+        record_task_on(&mut self.conn(), task).await
     }
 
     /// Tasks, newest first; only those with `status` when given.
@@ -376,10 +420,12 @@ impl Store {
     /// it, or [`CrmError::NotFound`].
     pub async fn set_task_status(&self, id: i64, status: TaskStatus) -> Result<Task, CrmError> {
         let sql = format!("UPDATE tasks SET status = $1 WHERE id = $2 RETURNING {TASK_COLUMNS}");
+        let mut write = self.conn();
+        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(status.as_str())
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         match row {
             Some(row) => task_from_row(&row),
@@ -607,6 +653,8 @@ impl Store {
              VALUES ($1, 'whatsapp', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
              ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}"
         );
+        let mut write = self.conn();
+        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(msg.contact_id)
             .bind(msg.direction.as_str())
@@ -620,7 +668,7 @@ impl Store {
             .bind(msg.status)
             .bind(msg.status_rank)
             .bind(msg.at_ms)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         row.as_ref().map(message_from_row).transpose()
     }
@@ -642,13 +690,15 @@ impl Store {
                  error_code = NULL, error_message = NULL, updated_at_ms = $4 \
              WHERE id = $5 RETURNING {MESSAGE_COLUMNS}"
         );
+        let mut write = self.conn();
+        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(provider_sid)
             .bind(status)
             .bind(status_rank)
             .bind(at_ms)
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
         message_from_row(&row)
     }
@@ -666,13 +716,15 @@ impl Store {
             "UPDATE messages SET status = 'failed', status_rank = $1, error_code = $2, error_message = $3, \
                  updated_at_ms = $4 WHERE id = $5 RETURNING {MESSAGE_COLUMNS}"
         );
+        let mut write = self.conn();
+        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(status_rank)
             .bind(error_code)
             .bind(error_message)
             .bind(at_ms)
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
         message_from_row(&row)
     }
@@ -689,6 +741,8 @@ impl Store {
         error_code: Option<&str>,
         at_ms: i64,
     ) -> Result<StatusUpdate, CrmError> {
+        let mut write = self.conn();
+        let conn = write.get().await?;
         let updated = sqlx::query(
             "UPDATE messages SET status = $1, status_rank = $2, error_code = COALESCE($3, error_code), \
                  updated_at_ms = $4 WHERE provider_sid = $5 AND status_rank < $6",
@@ -699,8 +753,9 @@ impl Store {
         .bind(at_ms)
         .bind(provider_sid)
         .bind(advance_below_rank)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        drop(write);
         if updated.rows_affected() > 0 {
             return Ok(StatusUpdate::Advanced);
         }
@@ -825,26 +880,36 @@ fn prepare_sqlite_url(database_url: &str, max_connections: u32) -> Result<(Strin
 /// the input checks, so bad input is refused even while the database is down), or a
 /// connection the caller holds, e.g. the writer's transaction.
 pub(crate) enum Conn<'a> {
-    /// Take a connection from the pool on first use and keep it for the rest of the write.
-    Pool(&'a AnyPool, Option<PoolConnection<Any>>),
+    /// Take a connection from the pool on first use, then the store's write turn (see
+    /// `Store::write_gate`), and keep both for the rest of the write.
+    Pool {
+        pool: &'a AnyPool,
+        gate: Option<&'a tokio::sync::Mutex<()>>,
+        held: Option<(Option<tokio::sync::MutexGuard<'a, ()>>, PoolConnection<Any>)>,
+    },
     /// A connection (or transaction) held by the caller.
     Held(&'a mut AnyConnection),
 }
 
-impl<'a> Conn<'a> {
-    pub(crate) fn pool(pool: &'a AnyPool) -> Self {
-        Conn::Pool(pool, None)
-    }
-
+impl Conn<'_> {
     async fn get(&mut self) -> Result<&mut AnyConnection, CrmError> {
         match self {
             Conn::Held(conn) => Ok(&mut **conn),
-            Conn::Pool(pool, slot) => {
-                let conn = match slot.take() {
-                    Some(conn) => conn,
-                    None => pool.acquire().await?,
+            Conn::Pool { pool, gate, held } => {
+                let taken = match held.take() {
+                    Some(taken) => taken,
+                    None => {
+                        // Connection first: whoever holds the write turn is ready to write,
+                        // so the turn is never held while waiting for the pool.
+                        let conn = pool.acquire().await?;
+                        let turn = match gate {
+                            Some(gate) => Some(gate.lock().await),
+                            None => None,
+                        };
+                        (turn, conn)
+                    }
                 };
-                Ok(&mut **slot.insert(conn))
+                Ok(&mut *held.insert(taken).1)
             }
         }
     }

@@ -317,3 +317,22 @@ async fn sqlite_runs_in_wal_mode() {
     conn.close().await.unwrap();
     db.finish().await;
 }
+
+/// An in-memory database has one connection: the writer must hand it back after each write,
+/// or every other use of the store would wait for it.
+#[tokio::test]
+async fn an_in_memory_store_stays_usable_beside_the_writer() {
+    let store = crm::Store::connect("sqlite::memory:").await.unwrap();
+    let (writer, task) = CrmWriter::spawn(store.clone(), 64);
+    for op in call_ops("CA64") {
+        writer.submit(op).unwrap();
+    }
+    tokio::time::timeout(GUARD, writer.flush()).await.unwrap();
+    let detail = tokio::time::timeout(GUARD, store.get_call_with_turns("CA64"))
+        .await
+        .expect("the store's only connection is free again")
+        .unwrap();
+    assert_eq!(detail.turns.len(), 20);
+    drop(writer);
+    tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
+}
