@@ -310,7 +310,8 @@ fn adapt(
 
 /// What a previous run left in the recordings directory:
 /// - the spools of calls a crash cut short (`.wav.part`, no longer locked by a live process)
-///   are finished and attached to their calls, which never got to do it;
+///   are finished and attached to their calls, which never got to do it, and those calls are
+///   marked ended at their last recorded audio;
 /// - with Opus recordings, the WAV spools it left unencoded (it stopped before its encoders
 ///   were done, or crashed) are queued for encoding: each then replaces its spool in the CRM,
 ///   as after a call.
@@ -339,6 +340,17 @@ fn finish_leftover_recordings(
             if let Err(error) = writer.submit(crm::WriteOp::Recording(spool.clone())) {
                 tracing::error!(call_sid = %spool.call_sid, %error,
                     "recording of a call cut by a crash not attached; its WAV stays on disk");
+            }
+            // Its socket died with the process, so nothing else will end it: it ended with its
+            // last recorded audio (the first end stored wins, so a real one is never replaced).
+            let ended = crm::WriteOp::CallEnded {
+                call_sid: spool.call_sid.clone(),
+                at_ms: spool.at_ms,
+                status: "completed".to_owned(),
+            };
+            if let Err(error) = writer.submit(ended) {
+                tracing::error!(call_sid = %spool.call_sid, %error,
+                    "a call cut by a crash could not be marked ended");
             }
         }
         if format != crm::recording::RecordingFormat::Opus {

@@ -370,6 +370,22 @@ async fn recordings_a_stopped_or_crashed_server_left_are_finished_and_encoded_at
     assert_eq!(cut.duration_ms, Some(2_000), "{cut:?}");
     assert!(!cut_part.exists());
     assert!(!recordings.join("CA_CUT_BY_CRASH.wav").exists());
+    let cut_call = store.get_call("CA_CUT_BY_CRASH").await.unwrap();
+    assert!(
+        cut_call
+            .ended_at_ms
+            .is_some_and(|at| (cut.created_at_ms - at).abs() < 5_000),
+        "the cut call is ended at its last recorded audio: {cut_call:?}"
+    );
+    assert!(
+        store
+            .get_call("CA_LEFT_AS_WAV")
+            .await
+            .unwrap()
+            .ended_at_ms
+            .is_none(),
+        "only calls a crash cut short are ended by the start"
+    );
     store.close().await;
 }
 

@@ -349,16 +349,20 @@ async fn run_writer(
     retry: RetryPolicy,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The writer keeps a connection of its own: under load, webhooks take and return pool
-    // connections hundreds of times a second, and a writer queuing with them for each write
-    // fell seconds behind (measured: the queue grew to 4,000-5,000 operations in bursts at
-    // 1,000 calls). Dropped after any failure, so a broken connection is not kept.
+    // While operations wait, the writer keeps a connection of its own: under load, webhooks
+    // take and return pool connections hundreds of times a second, and a writer queuing with
+    // them for each write fell seconds behind (measured: the queue grew to 4,000-5,000
+    // operations in bursts at 1,000 calls). Dropped after any failure, so a broken connection
+    // is not kept.
     let mut conn: Option<PoolConnection<Any>> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let n = batch.len() as u64;
         match write_queued(&store, &mut conn, &batch).await {
             Ok(()) => {
-                if !store.can_dedicate_a_connection() {
+                // Kept while work waits; handed back when the queue is empty, so an idle
+                // writer holds nothing (shutdown closes the pool after the last flush) and a
+                // one-connection pool is free between writes.
+                if rx.is_empty() || !store.can_dedicate_a_connection() {
                     conn = None;
                 }
                 batch.iter().for_each(WriteOp::after_commit);
