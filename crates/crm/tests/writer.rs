@@ -33,6 +33,12 @@ fn turn_op(call_sid: &str, seq: i64) -> WriteOp {
     })
 }
 
+/// The sequence numbers of a call's stored turns, in order.
+async fn turn_seqs(store: &crm::Store, call_sid: &str) -> Vec<i64> {
+    let detail = store.get_call_with_turns(call_sid).await.unwrap();
+    detail.turns.iter().map(|t| t.seq).collect()
+}
+
 fn call_ops(call_sid: &str) -> Vec<WriteOp> {
     let mut ops = vec![
         WriteOp::IncomingCall(NewCall {
@@ -206,16 +212,7 @@ async fn a_backlog_is_written_in_one_transaction(db: &TestDb) {
         (n + 3, 1, 1, n + 4),
         "the failed batch was rolled back and written one by one"
     );
-    let seqs: Vec<i64> = db
-        .store
-        .get_call_with_turns("CA63")
-        .await
-        .unwrap()
-        .turns
-        .iter()
-        .map(|t| t.seq)
-        .collect();
-    assert_eq!(seqs, vec![1, 3]);
+    assert_eq!(turn_seqs(&db.store, "CA63").await, vec![1, 3]);
     let detail = db.store.get_call_with_turns("CA62").await.unwrap();
     assert_eq!(detail.turns.len(), 20);
     assert_eq!(detail.call.ended_at_ms, Some(30_000));
@@ -294,15 +291,7 @@ async fn outage_is_retried_and_full_queue_hands_op_back() {
     tokio::time::timeout(GUARD, task).await.unwrap().unwrap();
 
     store.mark_call_ended("CA70", 5, "completed").await.unwrap();
-    let seqs: Vec<i64> = store
-        .get_call_with_turns("CA70")
-        .await
-        .unwrap()
-        .turns
-        .iter()
-        .map(|t| t.seq)
-        .collect();
-    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(turn_seqs(&store, "CA70").await, vec![1, 2, 3]);
 }
 
 #[tokio::test]

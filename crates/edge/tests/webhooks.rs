@@ -178,6 +178,20 @@ async fn without_public_base_url_the_forwarded_host_is_used() {
     server.shut_down().await;
 }
 
+/// POSTs a form body to `path` (unsigned: these servers check no signature).
+async fn post(
+    http: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    body: &str,
+) -> reqwest::Response {
+    http.post(server.url(path))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn stream_status_and_stream_ended_answer_204_and_record_events() {
     let server = TestServer::start(&[("PUBLIC_BASE_URL", "https://ai-crmd.replit.app")]).await;
@@ -200,19 +214,21 @@ async fn stream_status_and_stream_ended_answer_204_and_record_events() {
     assert_eq!(res.status(), 204);
     assert!(res.headers().contains_key("x-app-signature"));
     assert!(res.text().await.unwrap().is_empty());
-    let res = http
-        .post(server.url("/webhook/stream_status"))
-        .body("CallSid=CA_TEST&StreamSid=MZ_TEST&StreamEvent=stream-error&StreamError=Handshake+failed&Timestamp=x")
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &http,
+        &server,
+        "/webhook/stream_status",
+        "CallSid=CA_TEST&StreamSid=MZ_TEST&StreamEvent=stream-error&StreamError=Handshake+failed&Timestamp=x",
+    )
+    .await;
     assert_eq!(res.status(), 204);
-    let res = http
-        .post(server.url("/webhook/stream_ended"))
-        .body("CallSid=CA_TEST&CallStatus=in-progress")
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &http,
+        &server,
+        "/webhook/stream_ended",
+        "CallSid=CA_TEST&CallStatus=in-progress",
+    )
+    .await;
     assert_eq!(res.status(), 204);
     assert!(res.text().await.unwrap().is_empty());
 
@@ -246,19 +262,11 @@ async fn callbacks_twilio_sends_again_are_stored_once() {
     let server = TestServer::start(&[]).await;
     let http = client();
     for _ in 0..2 {
-        let res = http
-            .post(server.url("/webhook/stream_status"))
-            .body("CallSid=CA_RETRY&StreamSid=MZ_RETRY&StreamEvent=stream-stopped&Timestamp=2026-12-06T05%3A30%3A00.125Z")
-            .send()
-            .await
-            .unwrap();
+        let status = "CallSid=CA_RETRY&StreamSid=MZ_RETRY&StreamEvent=stream-stopped&Timestamp=2026-12-06T05%3A30%3A00.125Z";
+        let res = post(&http, &server, "/webhook/stream_status", status).await;
         assert_eq!(res.status(), 204);
-        let res = http
-            .post(server.url("/webhook/stream_ended"))
-            .body("CallSid=CA_RETRY&CallStatus=in-progress")
-            .send()
-            .await
-            .unwrap();
+        let ended = "CallSid=CA_RETRY&CallStatus=in-progress";
+        let res = post(&http, &server, "/webhook/stream_ended", ended).await;
         assert_eq!(res.status(), 204);
         // The retry comes later, with a later receipt time.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
