@@ -219,22 +219,9 @@ fn lock_spool(file: &File, path: &Path) -> Result<(), CrmError> {
 /// # Errors
 /// [`CrmError::RecordingIo`] if `dir` cannot be listed (a missing `dir` is an empty list).
 pub fn recover_cut_spools(dir: &Path) -> Result<Vec<NewRecording>, CrmError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(dir)(e)),
-    };
     let mut recovered = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name();
-        let Some(call_sid) = name.to_str().and_then(|n| n.strip_suffix(".wav.part")) else {
-            continue;
-        };
-        if check_sid("call_sid", call_sid).is_err() {
-            continue;
-        }
-        match finish_cut_spool(dir, call_sid) {
+    for (call_sid, _) in call_files(dir, ".wav.part")? {
+        match finish_cut_spool(dir, &call_sid) {
             Ok(Some(spool)) => recovered.push(spool),
             Ok(None) => {}
             Err(error) => tracing::warn!(%call_sid, %error,
@@ -272,9 +259,7 @@ fn finish_cut_spool(dir: &Path, call_sid: &str) -> Result<Option<NewRecording>, 
         .metadata()
         .and_then(|m| m.modified())
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(0);
+        .map_or(0, unix_ms);
     let writer = mulaw::wav::MulawWavWriter::resume(file).map_err(|e| match e {
         mulaw::Error::Io(source) => io_error(&part_path)(source),
         other => encode_error(other),
@@ -287,6 +272,35 @@ fn finish_cut_spool(dir: &Path, call_sid: &str) -> Result<Option<NewRecording>, 
         size,
         at_ms,
     )))
+}
+
+/// The entries of `dir` named `<CallSid><suffix>` with a valid call sid, with that sid (a
+/// missing `dir` has none).
+fn call_files(dir: &Path, suffix: &str) -> Result<Vec<(String, std::fs::DirEntry)>, CrmError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        if let Some(call_sid) = name.to_str().and_then(|n| n.strip_suffix(suffix))
+            && check_sid("call_sid", call_sid).is_ok()
+        {
+            found.push((call_sid.to_owned(), entry));
+        }
+    }
+    Ok(found)
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
 }
 
 /// Describes a spool file of `size` bytes.
@@ -368,35 +382,21 @@ pub fn pending_spools(
     dir: &Path,
     finished_before: std::time::SystemTime,
 ) -> Result<Vec<NewRecording>, CrmError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(dir)(e)),
-    };
     let mut spools = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name();
-        let Some(call_sid) = name.to_str().and_then(|n| n.strip_suffix(".wav")) else {
-            continue;
-        };
+    for (call_sid, entry) in call_files(dir, ".wav")? {
         let Ok(meta) = entry.metadata() else { continue };
-        if check_sid("call_sid", call_sid).is_err() || !meta.is_file() {
+        if !meta.is_file() {
             continue;
         }
         let modified = meta.modified().ok();
         if modified.is_some_and(|t| t >= finished_before) {
             continue;
         }
-        let at_ms = modified
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_millis()).ok())
-            .unwrap_or(0);
         spools.push(spool_recording(
-            call_sid.to_owned(),
+            call_sid,
             &entry.path(),
             meta.len(),
-            at_ms,
+            modified.map_or(0, unix_ms),
         ));
     }
     spools.sort_by(|a, b| a.path.cmp(&b.path));
