@@ -131,6 +131,8 @@ pub struct LoadReport {
     pub setup_errors: BTreeMap<String, u32>,
     /// Most calls live at one sample.
     pub peak_live_calls: u32,
+    /// The incoming-call webhook: POST -> TwiML received (Twilio gives up after 15 s).
+    pub webhook: Summary,
     /// `start` -> first agent audio.
     pub greeting: Summary,
     /// Calls that got no greeting / more than one greeting.
@@ -420,6 +422,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         }));
     }
 
+    let mut webhook = Histogram::default();
     let mut greeting = Histogram::default();
     let mut turn = Histogram::default();
     let mut barge = Histogram::default();
@@ -438,6 +441,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         ws_errors: 0,
         setup_errors: BTreeMap::new(),
         peak_live_calls: 0,
+        webhook: Summary::default(),
         greeting: Summary::default(),
         calls_without_greeting: 0,
         calls_with_repeated_greeting: 0,
@@ -500,6 +504,9 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             if let Some(ms) = call.time_to_greeting_ms {
                 greeting.record(Duration::from_secs_f64(ms / 1e3));
             }
+            if let Some(ms) = call.webhook_ms {
+                webhook.record(Duration::from_secs_f64(ms / 1e3));
+            }
             turn.merge(&call.histograms.turn_latency);
             barge.merge(&call.histograms.barge_in_latency);
             pacing.merge(&call.histograms.pacing);
@@ -522,6 +529,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         }
     }
     report.machine = Machine::detect();
+    report.webhook = webhook.summary();
     report.greeting = greeting.summary();
     report.turn_latency = turn.summary();
     report.barge_in_latency = barge.summary();

@@ -199,6 +199,8 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
     assert_eq!(report.calls_closed_by_server, report.calls_placed);
     assert_eq!(report.calls_without_greeting, 0);
     assert_eq!(report.greeting.count, u64::from(report.calls_placed));
+    assert_eq!(report.webhook.count, u64::from(report.calls_placed));
+    assert!(report.webhook.p50_ms.is_some_and(|ms| ms > 0.0));
     assert_eq!(report.protocol_errors, 0);
     assert_eq!(report.ws_errors, 0);
     assert!(report.pacing.count > 4 * 25);
