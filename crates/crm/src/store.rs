@@ -6,7 +6,6 @@
 //! read-then-write transaction (which SQLite could refuse with `SQLITE_BUSY`).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -68,11 +67,6 @@ impl Default for StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: writers of this process take turns here, in arrival order. SQLite has one
-    /// write lock per file and its busy handler sleeps with growing back-off, so under many
-    /// concurrent writers one can lose the race for seconds (measured: the CRM write queue
-    /// stalled for 5-8 s at a time at 1,000 calls) while the lock is mostly free.
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,13 +168,7 @@ impl Store {
         };
         migrator.run(&pool).await.map_err(CrmError::Migration)?;
         tracing::info!(backend = ?backend, "CRM store ready (migrations applied)");
-        let write_gate =
-            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store {
-            pool,
-            backend,
-            write_gate,
-        })
+        Ok(Store { pool, backend })
     }
 
     /// Checks the database answers (for `/healthz`-style probes).
@@ -189,14 +177,9 @@ impl Store {
         Ok(())
     }
 
-    /// Where a write runs: a pool connection taken when its first statement runs (then, on
-    /// SQLite, this process's write turn).
+    /// Where a write runs: a pool connection taken when its first statement runs.
     pub(crate) fn conn(&self) -> Conn<'_> {
-        Conn::Pool {
-            pool: &self.pool,
-            gate: self.write_gate.as_deref(),
-            held: None,
-        }
+        Conn::Pool(&self.pool, None)
     }
 
     /// A connection of the pool kept by the caller (the CRM writer keeps one, so it never
@@ -209,15 +192,6 @@ impl Store {
     /// in-memory SQLite database), which everyone else would then wait for.
     pub(crate) fn can_dedicate_a_connection(&self) -> bool {
         self.pool.options().get_max_connections() > 1
-    }
-
-    /// This process's SQLite write turn (see `write_gate`), held until the guard is dropped;
-    /// `None` on PostgreSQL, which needs none.
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.write_gate {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        }
     }
 
     /// Which database this store talks to.
@@ -334,8 +308,6 @@ impl Store {
     ) -> Result<(), CrmError> {
         check_stream_event(call_sid, ev)?;
         // SQLite needs the WHERE to read `ON CONFLICT` as the upsert clause, not a join.
-        let mut write = self.conn();
-        let conn = write.get().await?;
         sqlx::query(
             "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
              SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
@@ -347,7 +319,7 @@ impl Store {
         .bind(ev.stream_sid.as_deref())
         .bind(ev.error.as_deref())
         .bind(ev.at_ms)
-        .execute(&mut *conn)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -420,12 +392,10 @@ impl Store {
     /// it, or [`CrmError::NotFound`].
     pub async fn set_task_status(&self, id: i64, status: TaskStatus) -> Result<Task, CrmError> {
         let sql = format!("UPDATE tasks SET status = $1 WHERE id = $2 RETURNING {TASK_COLUMNS}");
-        let mut write = self.conn();
-        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(status.as_str())
             .bind(id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.pool)
             .await?;
         match row {
             Some(row) => task_from_row(&row),
@@ -653,8 +623,6 @@ impl Store {
              VALUES ($1, 'whatsapp', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
              ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}"
         );
-        let mut write = self.conn();
-        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(msg.contact_id)
             .bind(msg.direction.as_str())
@@ -668,7 +636,7 @@ impl Store {
             .bind(msg.status)
             .bind(msg.status_rank)
             .bind(msg.at_ms)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(message_from_row).transpose()
     }
@@ -690,15 +658,13 @@ impl Store {
                  error_code = NULL, error_message = NULL, updated_at_ms = $4 \
              WHERE id = $5 RETURNING {MESSAGE_COLUMNS}"
         );
-        let mut write = self.conn();
-        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(provider_sid)
             .bind(status)
             .bind(status_rank)
             .bind(at_ms)
             .bind(id)
-            .fetch_one(&mut *conn)
+            .fetch_one(&self.pool)
             .await?;
         message_from_row(&row)
     }
@@ -716,15 +682,13 @@ impl Store {
             "UPDATE messages SET status = 'failed', status_rank = $1, error_code = $2, error_message = $3, \
                  updated_at_ms = $4 WHERE id = $5 RETURNING {MESSAGE_COLUMNS}"
         );
-        let mut write = self.conn();
-        let conn = write.get().await?;
         let row = sqlx::query(&sql)
             .bind(status_rank)
             .bind(error_code)
             .bind(error_message)
             .bind(at_ms)
             .bind(id)
-            .fetch_one(&mut *conn)
+            .fetch_one(&self.pool)
             .await?;
         message_from_row(&row)
     }
@@ -741,8 +705,6 @@ impl Store {
         error_code: Option<&str>,
         at_ms: i64,
     ) -> Result<StatusUpdate, CrmError> {
-        let mut write = self.conn();
-        let conn = write.get().await?;
         let updated = sqlx::query(
             "UPDATE messages SET status = $1, status_rank = $2, error_code = COALESCE($3, error_code), \
                  updated_at_ms = $4 WHERE provider_sid = $5 AND status_rank < $6",
@@ -753,9 +715,8 @@ impl Store {
         .bind(at_ms)
         .bind(provider_sid)
         .bind(advance_below_rank)
-        .execute(&mut *conn)
+        .execute(&self.pool)
         .await?;
-        drop(write);
         if updated.rows_affected() > 0 {
             return Ok(StatusUpdate::Advanced);
         }
@@ -880,13 +841,8 @@ fn prepare_sqlite_url(database_url: &str, max_connections: u32) -> Result<(Strin
 /// the input checks, so bad input is refused even while the database is down), or a
 /// connection the caller holds, e.g. the writer's transaction.
 pub(crate) enum Conn<'a> {
-    /// Take a connection from the pool on first use, then the store's write turn (see
-    /// `Store::write_gate`), and keep both for the rest of the write.
-    Pool {
-        pool: &'a AnyPool,
-        gate: Option<&'a tokio::sync::Mutex<()>>,
-        held: Option<(Option<tokio::sync::MutexGuard<'a, ()>>, PoolConnection<Any>)>,
-    },
+    /// Take a connection from the pool on first use and keep it for the rest of the write.
+    Pool(&'a AnyPool, Option<PoolConnection<Any>>),
     /// A connection (or transaction) held by the caller.
     Held(&'a mut AnyConnection),
 }
@@ -895,21 +851,12 @@ impl Conn<'_> {
     async fn get(&mut self) -> Result<&mut AnyConnection, CrmError> {
         match self {
             Conn::Held(conn) => Ok(&mut **conn),
-            Conn::Pool { pool, gate, held } => {
-                let taken = match held.take() {
-                    Some(taken) => taken,
-                    None => {
-                        // Connection first: whoever holds the write turn is ready to write,
-                        // so the turn is never held while waiting for the pool.
-                        let conn = pool.acquire().await?;
-                        let turn = match gate {
-                            Some(gate) => Some(gate.lock().await),
-                            None => None,
-                        };
-                        (turn, conn)
-                    }
+            Conn::Pool(pool, slot) => {
+                let conn = match slot.take() {
+                    Some(conn) => conn,
+                    None => pool.acquire().await?,
                 };
-                Ok(&mut *held.insert(taken).1)
+                Ok(&mut **slot.insert(conn))
             }
         }
     }

@@ -404,7 +404,6 @@ async fn write_queued(
         Some(conn) => conn,
         None => conn.insert(store.dedicated_connection().await?),
     };
-    let _turn = store.write_turn().await;
     if let [op] = ops {
         return op.write(&mut Conn::Held(conn)).await;
     }
