@@ -140,7 +140,15 @@ impl CallRecorder {
             .truncate(false)
             .open(&part_path)
             .map_err(io_error(&part_path))?;
-        lock_spool(&file, &part_path)?;
+        if !try_lock_spool(&file, &part_path)? {
+            return Err(CrmError::RecordingIo {
+                path: part_path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another live process is writing this recording",
+                ),
+            });
+        }
         file.set_len(0).map_err(io_error(&part_path))?;
         let recorder = StereoWavRecorder::new(file, RECORDING_MAX_SKEW_MS).map_err(encode_error)?;
         Ok(CallRecorder {
@@ -192,17 +200,12 @@ impl CallRecorder {
     }
 }
 
-/// Takes the exclusive lock a spool's writer holds while the call records.
-fn lock_spool(file: &File, path: &Path) -> Result<(), CrmError> {
+/// Takes the exclusive lock a spool's writer holds while the call records; `false` when a
+/// live process holds it already.
+fn try_lock_spool(file: &File, path: &Path) -> Result<bool, CrmError> {
     match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(CrmError::RecordingIo {
-            path: path.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "another live process is writing this recording",
-            ),
-        }),
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
         Err(std::fs::TryLockError::Error(e)) => Err(io_error(path)(e)),
     }
 }
@@ -241,10 +244,8 @@ fn finish_cut_spool(dir: &Path, call_sid: &str) -> Result<Option<NewRecording>, 
         .write(true)
         .open(&part_path)
         .map_err(io_error(&part_path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&part_path)(e)),
+    if !try_lock_spool(&file, &part_path)? {
+        return Ok(None);
     }
     if final_path.exists() {
         return Err(CrmError::RecordingIo {

@@ -306,22 +306,12 @@ impl Store {
         call_sid: &str,
         ev: &StreamEventRecord,
     ) -> Result<(), CrmError> {
-        check_stream_event(call_sid, ev)?;
         // SQLite needs the WHERE to read `ON CONFLICT` as the upsert clause, not a join.
-        sqlx::query(
-            "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
+        let sql = "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
              SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
                  (SELECT 1 FROM call_stream_events WHERE call_sid = $1 AND kind = $2) \
-             ON CONFLICT (call_sid, kind, at_ms) DO NOTHING",
-        )
-        .bind(call_sid)
-        .bind(ev.kind.as_str())
-        .bind(ev.stream_sid.as_deref())
-        .bind(ev.error.as_deref())
-        .bind(ev.at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+             ON CONFLICT (call_sid, kind, at_ms) DO NOTHING";
+        insert_stream_event(&mut self.conn(), sql, call_sid, ev).await
     }
 
     /// Notes that the media stream started (creates a minimal call row when the webhook row is
@@ -953,19 +943,32 @@ pub(crate) async fn record_stream_event_on(
     call_sid: &str,
     ev: &StreamEventRecord,
 ) -> Result<(), CrmError> {
-    check_stream_event(call_sid, ev)?;
+    let sql = "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_sid, kind, at_ms) DO NOTHING";
+    insert_stream_event(conn, sql, call_sid, ev).await
+}
+
+/// Runs `sql`, an insert of one stream event binding call sid, kind, stream sid, error and time
+/// as `$1`..`$5`, after checking the event.
+async fn insert_stream_event(
+    conn: &mut Conn<'_>,
+    sql: &'static str,
+    call_sid: &str,
+    ev: &StreamEventRecord,
+) -> Result<(), CrmError> {
+    check_sid("call_sid", call_sid)?;
+    if ev.kind.trim().is_empty() {
+        return Err(CrmError::invalid("kind", "stream event kind is empty"));
+    }
     let conn = conn.get().await?;
-    sqlx::query(
-        "INSERT INTO call_stream_events (call_sid, kind, stream_sid, error, at_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_sid, kind, at_ms) DO NOTHING",
-    )
-    .bind(call_sid)
-    .bind(ev.kind.as_str())
-    .bind(ev.stream_sid.as_deref())
-    .bind(ev.error.as_deref())
-    .bind(ev.at_ms)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(sql)
+        .bind(call_sid)
+        .bind(ev.kind.as_str())
+        .bind(ev.stream_sid.as_deref())
+        .bind(ev.error.as_deref())
+        .bind(ev.at_ms)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -1113,14 +1116,6 @@ pub(crate) async fn record_task_on(
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(task_from_row).transpose()
-}
-
-fn check_stream_event(call_sid: &str, ev: &StreamEventRecord) -> Result<(), CrmError> {
-    check_sid("call_sid", call_sid)?;
-    if ev.kind.trim().is_empty() {
-        return Err(CrmError::invalid("kind", "stream event kind is empty"));
-    }
-    Ok(())
 }
 
 fn check_phone(phone: &str) -> Result<(), CrmError> {
