@@ -25,6 +25,9 @@ const FRAME: Duration = Duration::from_millis(mulaw::FRAME_MS as u64);
 const UTTERANCE_END_FRAMES: u32 = 15;
 /// Agent audio that starts this long after the queue ran dry begins a new reply.
 const NEW_REPLY_GAP: Duration = Duration::from_millis(500);
+/// Agent messages arriving within this of the previous one came in one delivery (one socket
+/// write of the server, like one longer message): only the first of them is timed.
+const SAME_DELIVERY: Duration = Duration::from_millis(2);
 /// A listen step ends once the agent's audio has played out and nothing arrived for this long.
 const LISTEN_QUIET: Duration = Duration::from_millis(600);
 /// After the interrupting utterance ends, the server has this long to send `clear`.
@@ -845,18 +848,26 @@ impl CallerSession {
         } else if drained {
             self.metrics.playback_underruns += 1;
         }
+        let same_delivery = !new_reply
+            && self
+                .last_agent_arrival
+                .is_some_and(|last| now.saturating_duration_since(last) < SAME_DELIVERY);
         if let Some((anchor, audio_before_ms, min_deviation)) = self.reply_schedule.as_mut() {
-            // Deviation of this frame from real time since the reply's first frame; the
+            // Deviation of this delivery from real time since the reply's first frame; the
             // smallest deviation so far is the sender's lead, so lateness is measured from it.
+            // Messages that came with the previous one (a burst the server wrote at once) are
+            // part of its delivery, as the rest of one long message would be: not timed.
             let elapsed_us = now.saturating_duration_since(*anchor).as_micros() as i128;
             let deviation = elapsed_us - i128::from(*audio_before_ms) * 1000;
-            if *audio_before_ms > 0 {
-                let lateness = (deviation - *min_deviation).max(0);
-                self.metrics
-                    .agent_frame_jitter
-                    .record(Duration::from_micros(lateness as u64));
+            if !same_delivery {
+                if *audio_before_ms > 0 {
+                    let lateness = (deviation - *min_deviation).max(0);
+                    self.metrics
+                        .agent_frame_jitter
+                        .record(Duration::from_micros(lateness as u64));
+                }
+                *min_deviation = (*min_deviation).min(deviation);
             }
-            *min_deviation = (*min_deviation).min(deviation);
             *audio_before_ms += duration_ms;
         }
         if self.stale_after_clear {
@@ -1093,6 +1104,34 @@ mod tests {
         // 550 ms played before the clear, then the 100 ms of stale audio.
         let audio = s.take_recording().unwrap();
         assert_eq!(audio.iter().filter(|b| **b == 0x55).count(), 650 * 8);
+    }
+
+    #[test]
+    fn agent_jitter_times_each_delivery_so_a_burst_is_timed_once() {
+        let mut s = session(vec![Step::Listen(ms(5_000))], false);
+        let t0 = Instant::now();
+        s.handle_connected(t0);
+        let _ = drain(&mut s, t0);
+        let burst = |s: &mut CallerSession, at: Instant, frames: usize| {
+            for _ in 0..frames {
+                s.handle_agent_text(at, &agent_media(1));
+            }
+        };
+        // A reply written in bursts of 20 ms messages: 180 ms at once, then 100 ms every
+        // 100 ms, always 80 ms ahead of playback.
+        burst(&mut s, t0 + ms(10), 9);
+        for k in 1..=3 {
+            burst(&mut s, t0 + ms(10 + 100 * k), 5);
+        }
+        let report = s.report(t0 + ms(400));
+        assert_eq!(report.agent_frame_jitter.count, 3, "one timing per delivery");
+        assert_eq!(report.agent_frame_jitter.max_ms, Some(0.0));
+        // The next burst comes 30 ms late: 30 ms of lateness, once.
+        burst(&mut s, t0 + ms(10 + 400 + 30), 5);
+        let report = s.report(t0 + ms(500));
+        assert_eq!(report.agent_frame_jitter.count, 4);
+        assert_eq!(report.agent_frame_jitter.max_ms, Some(30.0));
+        assert_eq!(report.playback_underruns, 0);
     }
 
     #[test]

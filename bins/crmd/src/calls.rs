@@ -176,6 +176,7 @@ pub fn build(
     deps.events = Some(events.clone());
     deps.settings.responder_timeout = config.responder.llm_timeout;
     deps.settings.media_chunk = Duration::from_millis(u64::from(config.turn.media_out_chunk_ms));
+    deps.settings.media_burst = Duration::from_millis(u64::from(config.turn.media_out_burst_ms));
     // Stored with each call and read back by the API, possibly after a restart from another
     // working directory: keep the absolute path.
     deps.recordings_dir = config.recordings_dir.as_deref().map(|dir| {

@@ -221,6 +221,11 @@ pub struct TurnSettings {
     /// writes (and Twilio's reads) 3-5x per call at no cost in barge-in latency (`clear`
     /// drops whatever Twilio has queued).
     pub media_out_chunk_ms: u32,
+    /// `MEDIA_OUT_BURST_MS` (default 100, a multiple of 20 up to 200): agent audio written to
+    /// the socket at once. The messages due within it leave together (each still
+    /// `MEDIA_OUT_CHUNK_MS` long): one socket write and one wake-up per burst instead of per
+    /// message. 20 writes every message on its own deadline.
+    pub media_out_burst_ms: u32,
 }
 
 /// Responder settings.
@@ -791,20 +796,21 @@ fn turn_settings(vars: &Vars) -> Result<TurnSettings, ConfigError> {
         idle_ms: vars.number("IDLE_MS", 8000u32, 1000..=120_000)?,
         max_reprompts: vars.number("MAX_REPROMPTS", 2u32, 0..=10)?,
         protect_greeting: vars.boolean("PROTECT_GREETING", false)?,
-        media_out_chunk_ms: media_out_chunk_ms(vars)?,
+        media_out_chunk_ms: whole_frames_ms(vars, "MEDIA_OUT_CHUNK_MS", 20)?,
+        media_out_burst_ms: whole_frames_ms(vars, "MEDIA_OUT_BURST_MS", 100)?,
     })
 }
 
-fn media_out_chunk_ms(vars: &Vars) -> Result<u32, ConfigError> {
-    const NAME: &str = "MEDIA_OUT_CHUNK_MS";
-    let chunk_ms = vars.number(NAME, 20u32, 20..=200)?;
-    if chunk_ms % 20 != 0 {
+/// A duration of agent audio in milliseconds: whole 20 ms frames, 20 to 200.
+fn whole_frames_ms(vars: &Vars, name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let ms = vars.number(name, default, 20..=200)?;
+    if ms % 20 != 0 {
         return Err(ConfigError::invalid(
-            NAME,
-            format!("{chunk_ms} must be a multiple of 20 (whole 20 ms frames)"),
+            name,
+            format!("{ms} must be a multiple of 20 (whole 20 ms frames)"),
         ));
     }
-    Ok(chunk_ms)
+    Ok(ms)
 }
 
 fn responder_settings(vars: &Vars) -> Result<ResponderSettings, ConfigError> {
@@ -933,8 +939,14 @@ mod tests {
         assert_eq!(c.server.deploy_id, None);
         assert_eq!(c.turn.eou_ms, 500);
         assert_eq!(c.turn.media_out_chunk_ms, 20);
-        let chunked = Config::from_vars(vars(&[("MEDIA_OUT_CHUNK_MS", "100")])).unwrap();
+        assert_eq!(c.turn.media_out_burst_ms, 100);
+        let chunked = Config::from_vars(vars(&[
+            ("MEDIA_OUT_CHUNK_MS", "100"),
+            ("MEDIA_OUT_BURST_MS", "20"),
+        ]))
+        .unwrap();
         assert_eq!(chunked.turn.media_out_chunk_ms, 100);
+        assert_eq!(chunked.turn.media_out_burst_ms, 20);
     }
 
     #[test]
@@ -950,6 +962,14 @@ mod tests {
         assert_eq!(
             error_variable(&[("MEDIA_OUT_CHUNK_MS", "220")]),
             "MEDIA_OUT_CHUNK_MS"
+        );
+        assert_eq!(
+            error_variable(&[("MEDIA_OUT_BURST_MS", "90")]),
+            "MEDIA_OUT_BURST_MS"
+        );
+        assert_eq!(
+            error_variable(&[("MEDIA_OUT_BURST_MS", "0")]),
+            "MEDIA_OUT_BURST_MS"
         );
         assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
         assert_eq!(

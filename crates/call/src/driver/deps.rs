@@ -22,6 +22,11 @@ pub struct CallSettings {
     /// Agent audio per outbound `media` message (a multiple of 20 ms; 20 ms by default). Longer
     /// messages mean fewer socket writes; a `clear` still drops everything Twilio has queued.
     pub media_chunk: Duration,
+    /// Agent audio written to the socket at once (100 ms by default): the messages due within
+    /// it leave together, one write and one wake-up per burst; Twilio then holds at most
+    /// `playout_lead + media_burst`, all dropped by a `clear`. Zero or 20 ms: every message on
+    /// its own deadline.
+    pub media_burst: Duration,
     /// WebSocket ping interval (keeps proxies from closing an idle socket; pongs are logged).
     pub keepalive_interval: Duration,
     /// Longest wait for the responder's first text; then the script's fallback line is said.
@@ -42,6 +47,7 @@ impl Default for CallSettings {
         CallSettings {
             playout_lead: Duration::from_millis(80),
             media_chunk: Duration::from_millis(20),
+            media_burst: Duration::from_millis(100),
             keepalive_interval: Duration::from_secs(20),
             responder_timeout: Duration::from_secs(5),
             history_turns: 12,

@@ -45,7 +45,13 @@ pub enum Outgoing {
 /// the clock does not drift however long the call is, and Twilio never holds much more than
 /// `lead` of our audio: a `clear` silences us within about `lead`. When the queue runs dry and
 /// Twilio has played everything (`now` past the run's end), the next audio starts a new run.
-/// Marks go out as soon as every frame before them has been sent. Sans-IO: the driver asks
+/// Marks go out as soon as every frame before them has been sent.
+///
+/// With a burst ([`with_burst`](Self::with_burst)), the frames falling due within the burst
+/// after the first one go out together with it: still one message per frame, but one socket
+/// write and one timer wake-up per burst instead of per frame. No frame leaves later than
+/// without a burst; Twilio then holds between `lead` and `lead + burst` of our audio, all of
+/// which a `clear` drops. Sans-IO: the driver asks
 /// [`poll_send`](Self::poll_send) after every input and sleeps until
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
@@ -56,6 +62,10 @@ pub struct Pacer {
     lead: Duration,
     /// Bytes of audio per [`Outgoing::Media`] (a whole number of 20 ms frames).
     chunk_bytes: usize,
+    /// Messages due before `now + burst` go out with the one due at `now`.
+    burst: Duration,
+    /// End of the burst being sent: messages due before it go out at once.
+    burst_until: Option<Instant>,
     run: Option<Run>,
     last_frame_plays_at: Option<Instant>,
 }
@@ -84,6 +94,8 @@ impl Pacer {
             queue: VecDeque::new(),
             lead,
             chunk_bytes: FRAME_BYTES,
+            burst: Duration::ZERO,
+            burst_until: None,
             run: None,
             last_frame_plays_at: None,
         }
@@ -96,6 +108,15 @@ impl Pacer {
     pub fn with_chunk(mut self, chunk: Duration) -> Self {
         let frames = (chunk.as_millis() / u128::from(mulaw::FRAME_MS)).max(1);
         self.chunk_bytes = usize::try_from(frames).map_or(FRAME_BYTES, |f| f * FRAME_BYTES);
+        self
+    }
+
+    /// Send the messages falling due within `burst` of the first one together with it (a
+    /// whole number of 20 ms frames is sensible: 100 ms means one write per 100 ms; zero or one
+    /// message's worth means every message on its own deadline, the default).
+    #[must_use]
+    pub fn with_burst(mut self, burst: Duration) -> Self {
+        self.burst = burst;
         self
     }
 
@@ -175,6 +196,7 @@ impl Pacer {
             .sum();
         self.queue.clear();
         self.run = None;
+        self.burst_until = None;
         frames
     }
 
@@ -192,7 +214,12 @@ impl Pacer {
                         sent_bytes: 0,
                     },
                 };
-                if run.due(self.lead) > now {
+                let due = run.due(self.lead);
+                if due <= now {
+                    if self.burst_until.is_none_or(|until| until <= now) {
+                        self.burst_until = Some(now + self.burst);
+                    }
+                } else if !self.in_burst(due) {
                     self.run = Some(run);
                     return None;
                 }
@@ -204,6 +231,11 @@ impl Pacer {
                 self.take_message()
             }
         }
+    }
+
+    /// Whether a message due at `due` belongs to the burst being sent.
+    fn in_burst(&self, due: Instant) -> bool {
+        self.burst_until.is_some_and(|until| due < until)
     }
 
     /// Removes the next message from the front: a whole clip if it fits in one message, else
@@ -225,7 +257,8 @@ impl Pacer {
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         match (self.queue.front()?, self.run) {
             (Outgoing::Media { .. }, Some(run)) if run.playout_end() >= now => {
-                Some(run.due(self.lead).max(now))
+                let due = run.due(self.lead);
+                Some(if self.in_burst(due) { now } else { due.max(now) })
             }
             _ => Some(now),
         }
@@ -359,6 +392,71 @@ mod tests {
             panic!("the first message is due at once");
         };
         assert_eq!(payload.len(), 2 * FRAME_BYTES);
+    }
+
+    #[test]
+    fn a_burst_sends_the_frames_due_within_it_at_once_and_none_later_than_without() {
+        let start = Instant::now();
+        let lead = Duration::from_millis(80);
+        let mut plain = Pacer::new(lead);
+        let mut burst = Pacer::new(lead).with_burst(Duration::from_millis(100));
+        plain.push_audio(TurnId(1), &audio(500));
+        burst.push_audio(TurnId(1), &audio(500));
+        let plain_times = send_times(&mut plain, start, 100);
+        let times = send_times(&mut burst, start, 100);
+        let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+        // At 0: the 80 ms lead plus everything due within 100 ms (frames at 0..=160 ms);
+        // then every 100 ms the five frames falling due in it, one message each.
+        let mut expected = vec![0; 9];
+        for at in [100, 200, 300] {
+            expected.extend([at; 5]);
+        }
+        expected.push(400);
+        assert_eq!(ms, expected);
+        assert_eq!(times.len(), plain_times.len());
+        for (with, without) in times.iter().zip(&plain_times) {
+            assert!(with <= without, "a frame left later in a burst: {with:?} > {without:?}");
+            assert!(*without - *with < Duration::from_millis(100));
+        }
+        // Twilio never holds more than lead + burst of audio.
+        let mut p = Pacer::new(lead).with_burst(Duration::from_millis(100));
+        p.push_audio(TurnId(2), &audio(2_000));
+        let mut now = start;
+        let mut wakes = 0;
+        while let Some(next) = p.poll_timeout(now) {
+            now = next.max(now);
+            while p.poll_send(now).is_some() {}
+            wakes += 1;
+            let held = p.playout_end().unwrap().saturating_duration_since(now);
+            assert!(held <= Duration::from_millis(180), "{held:?} queued at Twilio");
+        }
+        // 2 s of audio in 20 wake-ups (one per 100 ms), not 100.
+        assert_eq!(wakes, 20);
+    }
+
+    #[test]
+    fn clear_ends_the_burst() {
+        let start = Instant::now();
+        let mut p = Pacer::new(Duration::ZERO).with_burst(Duration::from_millis(100));
+        p.push_audio(TurnId(1), &audio(1_000));
+        let mut first = 0;
+        while p.poll_send(start).is_some() {
+            first += 1;
+        }
+        assert_eq!(first, 5);
+        assert_eq!(p.clear(), 45);
+        // New audio 10 ms later starts a new run and a new burst from that moment.
+        let later = start + Duration::from_millis(10);
+        p.push_audio(TurnId(2), &audio(1_000));
+        let mut second = 0;
+        while p.poll_send(later).is_some() {
+            second += 1;
+        }
+        assert_eq!(second, 5);
+        assert_eq!(
+            p.poll_timeout(later),
+            Some(later + Duration::from_millis(100))
+        );
     }
 
     #[test]

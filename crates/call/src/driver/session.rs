@@ -416,6 +416,7 @@ impl Session {
     fn new(deps: Arc<CallDeps>, engine: TurnEngine) -> Self {
         let lead = deps.settings.playout_lead;
         let media_chunk = deps.settings.media_chunk;
+        let media_burst = deps.settings.media_burst;
         let next_ping_at = now() + deps.settings.keepalive_interval;
         Session {
             deps,
@@ -434,7 +435,9 @@ impl Session {
             synth: VecDeque::new(),
             synth_waiting: VecDeque::new(),
             synth_progress_at: now(),
-            pacer: Pacer::new(lead).with_chunk(media_chunk),
+            pacer: Pacer::new(lead)
+                .with_chunk(media_chunk)
+                .with_burst(media_burst),
             outbox: VecDeque::new(),
             immediate: VecDeque::new(),
             contact: ContactInfo::default(),
