@@ -63,6 +63,7 @@ print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call)
       "ms, barge-in p95", r["barge_in_latency"]["p95_ms"], "ms, turn p50", r["turn_latency"]["p50_ms"],
       "ms, webhook p50/p99", r.get("webhook", {}).get("p50_ms"), "/", r.get("webhook", {}).get("p99_ms"),
       "ms | machine busy %.0f %% (other %.0f %%)" % (r["machine_busy_percent"] or 0, r["other_processes_percent"] or 0),
+      "| calls placed %d, refused busy %d, peak live %d" % (r["calls_placed"], r.get("calls_refused", 0), r["peak_live_calls"]),
       "| crmd backlog max: CRM writes %s, recordings to encode %s" % (
           r.get("server_backlog", {}).get("db_queue_depth_max"),
           r.get("server_backlog", {}).get("recordings_pending_encode_max")))

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::audio::{CallerClip, silence_payload_base64};
-use crate::call::{CallOptions, new_identity, run_call};
+use crate::call::{CallError, CallOptions, new_identity, run_call};
 use crate::metrics::{Histogram, Summary};
 use crate::procstat::{self, ProcSample};
 use crate::session::{CallPlan, Ending};
 use crate::steps::Step;
+use crate::twiml::TwimlError;
 
 /// Settings of a load run.
 #[derive(Debug, Clone)]
@@ -127,6 +128,8 @@ pub struct LoadReport {
     pub calls_closed_by_server: u32,
     /// Calls that ended on a socket error (WebSocket errors).
     pub ws_errors: u32,
+    /// Calls the server refused unanswered (`<Reject>`: busy, at capacity); not set-up errors.
+    pub calls_refused: u32,
     /// Calls that could not be set up, by reason (first 200 characters).
     pub setup_errors: BTreeMap<String, u32>,
     /// Most calls live at one sample.
@@ -439,6 +442,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         calls_sustained: 0,
         calls_closed_by_server: 0,
         ws_errors: 0,
+        calls_refused: 0,
         setup_errors: BTreeMap::new(),
         peak_live_calls: 0,
         webhook: Summary::default(),
@@ -483,6 +487,10 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             report.calls_placed += 1;
             let call = match outcome {
                 Ok(outcome) => outcome.report,
+                Err(CallError::Twiml(TwimlError::Rejected { .. })) => {
+                    report.calls_refused += 1;
+                    continue;
+                }
                 Err(error) => {
                     let reason: String = error.to_string().chars().take(200).collect();
                     *report.setup_errors.entry(reason).or_default() += 1;

@@ -311,6 +311,12 @@ fn print_load_report(r: &LoadReport) {
         r.ws_errors,
         r.peak_live_calls
     );
+    if r.calls_refused > 0 {
+        println!(
+            "  refused by the server (busy, at capacity): {}",
+            r.calls_refused
+        );
+    }
     for (reason, count) in &r.setup_errors {
         println!("  setup failed x{count}: {reason}");
     }

@@ -1124,7 +1124,10 @@ mod tests {
             burst(&mut s, t0 + ms(10 + 100 * k), 5);
         }
         let report = s.report(t0 + ms(400));
-        assert_eq!(report.agent_frame_jitter.count, 3, "one timing per delivery");
+        assert_eq!(
+            report.agent_frame_jitter.count, 3,
+            "one timing per delivery"
+        );
         assert_eq!(report.agent_frame_jitter.max_ms, Some(0.0));
         // The next burst comes 30 ms late: 30 ms of lateness, once.
         burst(&mut s, t0 + ms(10 + 400 + 30), 5);

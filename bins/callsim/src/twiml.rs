@@ -38,6 +38,12 @@ pub enum TwimlError {
         /// The first characters of the body.
         excerpt: String,
     },
+    /// The server refused the call unanswered (`<Reject>`, e.g. busy: it is at capacity).
+    #[error("the server refused the call with <Reject reason=\"{reason}\">")]
+    Rejected {
+        /// The `reason` attribute (`rejected` when absent).
+        reason: String,
+    },
     /// A `<Response>` without `<Connect><Stream>` (e.g. `<Say>` + `<Hangup>`).
     #[error(
         "the TwiML has no <Connect><Stream url=...>; the server answered with verbs {verbs:?} \
@@ -202,6 +208,12 @@ pub fn parse_connect_stream(xml: &str) -> Result<ConnectStream, TwimlError> {
                     );
                 }
             }
+            ("Reject", false) if !in_connect && verbs.is_empty() && stream.is_none() => {
+                // Twilio obeys a <Reject> only as the first verb.
+                return Err(TwimlError::Rejected {
+                    reason: tag.attribute("reason").unwrap_or("rejected").to_owned(),
+                });
+            }
             (name, false) if !in_connect => verbs.push(name.to_owned()),
             _ => {}
         }
@@ -244,6 +256,29 @@ mod tests {
         assert_eq!(connect.parameters["a"], "<b>&");
         assert_eq!(connect.parameters["empty"], "");
         assert_eq!(connect.action, None);
+    }
+
+    #[test]
+    fn a_reject_is_a_refusal_not_a_broken_answer() {
+        assert_eq!(
+            parse_connect_stream(&twilio_stream::twiml::reject_busy()),
+            Err(TwimlError::Rejected {
+                reason: "busy".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_connect_stream("<Response><Reject/></Response>"),
+            Err(TwimlError::Rejected {
+                reason: "rejected".to_owned()
+            })
+        );
+        // Not first: Twilio ignores it, so it is just another verb.
+        assert_eq!(
+            parse_connect_stream("<Response><Say>x</Say><Reject/></Response>"),
+            Err(TwimlError::NoConnectStream {
+                verbs: vec!["Say".to_owned(), "Reject".to_owned()]
+            })
+        );
     }
 
     #[test]

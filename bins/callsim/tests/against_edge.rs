@@ -28,14 +28,19 @@ struct Server {
 }
 
 async fn start_edge() -> Server {
+    start_edge_with(&[]).await
+}
+
+async fn start_edge_with(extra: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let vars = vec![
+    let mut vars = vec![
         (
             "DATABASE_URL".to_owned(),
             format!("sqlite://{}/crmd.sqlite", dir.path().display()),
         ),
         ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
     ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let prepared = edge::prepare(Config::from_vars(vars).unwrap())
         .await
         .unwrap();
@@ -236,4 +241,30 @@ async fn calls_of_a_set_length_hang_up_and_redial_all_through_the_run() {
         report.setup_errors
     );
     assert_eq!(report.protocol_errors, 0);
+}
+
+#[tokio::test]
+async fn calls_a_full_server_refuses_are_counted_as_refused_not_as_failures() {
+    let server = start_edge_with(&[("MAX_CALLS", "1")]).await;
+    let report = run_load(LoadOptions {
+        call: options(&server),
+        calls: 3,
+        ramp: Duration::from_millis(100),
+        duration: Duration::from_secs(2),
+        server_pid: None,
+        standin_pid: None,
+        clips: vec![Arc::new(CallerClip::tone("hello there"))],
+        barge_in_every: 0,
+        sample_every: Duration::from_millis(200),
+        redial: false,
+        call_length: None,
+        api_token: None,
+    })
+    .await;
+    // The first call holds the only place for its 600 ms clip; the two placed 33 and 66 ms
+    // later hear a busy signal.
+    assert_eq!(report.calls_placed, 3);
+    assert_eq!(report.calls_connected, 1, "{:?}", report.setup_errors);
+    assert_eq!(report.calls_refused, 2);
+    assert!(report.setup_errors.is_empty(), "{:?}", report.setup_errors);
 }

@@ -30,6 +30,9 @@ use turn::TurnConfig;
 
 /// Capacity of the CRM write queue shared by all calls.
 const CRM_QUEUE_CAPACITY: usize = 8192;
+/// New calls are refused (busy) while the CRM write queue is fuller than this share of its
+/// capacity: the calls already running keep room for what they still have to store.
+const CRM_QUEUE_ADMISSION_LIMIT_PERCENT: usize = 50;
 /// Capacity of the live call-event broadcast (a console that lags further drops events).
 const EVENTS_CAPACITY: usize = 4096;
 
@@ -68,6 +71,22 @@ impl std::fmt::Debug for CallWiring {
             .field("deps", &self.deps)
             .finish_non_exhaustive()
     }
+}
+
+/// Reports an overload while the CRM write queue of `writer` is more than half full: past that,
+/// a machine taking more calls risks refusing their writes (`QUEUE FULL`), so new calls get a
+/// busy signal until the writer catches up ([`edge::Admission::set_overload_probe`]).
+#[must_use]
+pub fn overload_probe(writer: &crm::CrmWriter) -> edge::OverloadProbe {
+    let writer = writer.clone();
+    Arc::new(move || {
+        let (depth, capacity) = (writer.depth(), writer.capacity());
+        (depth * 100 > capacity * CRM_QUEUE_ADMISSION_LIMIT_PERCENT).then(|| {
+            format!(
+                "the CRM write queue holds {depth} of {capacity} writes (over {CRM_QUEUE_ADMISSION_LIMIT_PERCENT} %)"
+            )
+        })
+    })
 }
 
 /// Builds the call handler from the configuration. Must run inside the Tokio runtime.
@@ -433,5 +452,36 @@ pub async fn flush_crm(writer: &crm::CrmWriter, limit: Duration) {
         );
     } else if depth > 0 {
         tracing::info!(flushed = depth, "CRM write queue flushed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overload_probe;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_overload_probe_reports_a_crm_queue_more_than_half_full() {
+        let store = crm::Store::connect("sqlite::memory:").await.unwrap();
+        let (writer, _task) = crm::CrmWriter::spawn(store, 8);
+        let probe = overload_probe(&writer);
+        assert_eq!(probe(), None);
+        // On this single-threaded runtime the writer runs only when the test awaits, so the
+        // operations stay queued.
+        let end = |n: usize| crm::WriteOp::CallEnded {
+            call_sid: format!("CA_PROBE_{n}"),
+            at_ms: 0,
+            status: "completed".to_owned(),
+        };
+        for n in 0..4 {
+            writer.submit(end(n)).unwrap();
+        }
+        assert_eq!(probe(), None, "half full is still fine");
+        writer.submit(end(4)).unwrap();
+        assert_eq!(
+            probe().as_deref(),
+            Some("the CRM write queue holds 5 of 8 writes (over 50 %)")
+        );
+        writer.flush().await;
+        assert_eq!(probe(), None);
     }
 }

@@ -122,6 +122,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// `SHUTDOWN_GRACE_S` (default 20): how long live calls may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `MAX_CALLS` (unset: no cap): concurrent calls answered; the next ones are refused with a
+    /// busy signal (`<Reject reason="busy"/>`, not billed) and recorded as `busy`.
+    pub max_calls: Option<usize>,
     /// `LOG_FORMAT` (`text` | `json`).
     pub log_format: LogFormat,
     /// `RUST_LOG` filter directives (default `info`); validated by the binary.
@@ -651,6 +654,10 @@ fn server_settings(vars: &Vars) -> Result<ServerSettings, ConfigError> {
         deploy_id,
         max_body_bytes,
         shutdown_grace: Duration::from_secs(grace_s),
+        max_calls: match vars.get("MAX_CALLS") {
+            Some(_) => Some(vars.number("MAX_CALLS", 0usize, 1..=1_000_000)?),
+            None => None,
+        },
         log_format,
         log_filter: vars.string_or("RUST_LOG", "info"),
     })

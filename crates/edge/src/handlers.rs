@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::Instrument;
 
+use crate::admission::Verdict;
 use crate::error::RequestError;
 use crate::media::{MediaStreamContext, TWILIO_SUBPROTOCOL};
 use crate::server::EdgeState;
@@ -227,13 +228,30 @@ pub async fn incoming_call(
     let call_sid = checked_call_sid(&form)?;
     let span = tracing::info_span!("incoming_call", call_sid = %call_sid);
     async move {
-        let twiml = twilio_stream::twiml::connect_stream(&form.public_base, &call_sid);
-        tracing::info!(
-            from = form.get("From").unwrap_or("?"),
-            signature_verified = form.signature_verified,
-            stream_url = %form.public_base.wss("/ws/twilio-media"),
-            "incoming call: answering with <Connect><Stream>"
-        );
+        let verdict = state
+            .admission()
+            .decide(state.sessions().live(), std::time::Instant::now());
+        let (twiml, status) = match &verdict {
+            Verdict::Admit => {
+                tracing::info!(
+                    from = form.get("From").unwrap_or("?"),
+                    signature_verified = form.signature_verified,
+                    stream_url = %form.public_base.wss("/ws/twilio-media"),
+                    "incoming call: answering with <Connect><Stream>"
+                );
+                let twiml = twilio_stream::twiml::connect_stream(&form.public_base, &call_sid);
+                (twiml, form.get("CallStatus").map(str::to_owned))
+            }
+            Verdict::Busy(reason) => {
+                tracing::warn!(
+                    from = form.get("From").unwrap_or("?"),
+                    %reason,
+                    refused_total = state.admission().refused_total(),
+                    "incoming call refused with a busy signal: the server is at capacity"
+                );
+                (twilio_stream::twiml::reject_busy(), Some("busy".to_owned()))
+            }
+        };
         if let Some(store) = state.store().cloned() {
             // Twilio sends E.164 (`+972…`); the store links a contact only to a valid E.164
             // number and keeps anything else (e.g. `anonymous`) as received.
@@ -244,7 +262,7 @@ pub async fn incoming_call(
                 from,
                 to: form.get("To").map(str::to_owned),
                 direction: form.get("Direction").unwrap_or("inbound").to_owned(),
-                status: form.get("CallStatus").map(str::to_owned),
+                status,
                 caller_name: form.get("CallerName").map(str::to_owned),
                 at_ms: now_ms(),
             };
@@ -383,6 +401,8 @@ pub async fn media_stream_upgrade(
     let sessions = state.sessions().clone();
     ws.on_failed_upgrade(|e| tracing::warn!("media stream upgrade failed: {e}"))
         .on_upgrade(move |socket| {
+            // The call answered longest ago hands its place to this stream.
+            state.admission().stream_opened();
             sessions.spawn(handler.handle(socket, ctx));
             std::future::ready(())
         })

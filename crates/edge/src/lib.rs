@@ -13,6 +13,8 @@
 //!   [`WhatsAppChannel`] built from the configuration ([`EdgeState::set_whatsapp`]).
 //! - The CRM read API ([`api`]): contacts, calls with transcripts, messages and recordings as
 //!   JSON pages, behind the bearer check of [`auth`] (`CRMD_API_TOKEN`; unset = `503`, never open).
+//! - Admission control ([`admission`]): over `MAX_CALLS`, or while the binary's overload probe
+//!   says so, a new call is refused unanswered with a busy signal and recorded as `busy`.
 //! - The WebSocket upgrade echoes `Sec-WebSocket-Protocol: audio.twilio.com` when it is offered
 //!   and hands the socket to a [`MediaStreamHandler`]; [`OfflineFallbackHandler`] is the one used
 //!   when there are no speech credentials.
@@ -22,6 +24,7 @@
 //! `twilio-stream` crate), or talk SQL and decide message lifecycles (the `crm` crate). It never reads the process environment;
 //! the binary collects the variables and passes them in.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod build_info;
@@ -34,6 +37,7 @@ pub mod server;
 pub mod twilio_form;
 pub mod whatsapp_routes;
 
+pub use admission::{Admission, OverloadProbe, Verdict};
 pub use api::ApiError;
 pub use auth::{ApiToken, require_api_token};
 pub use build_info::BuildInfo;

@@ -21,6 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::Admission;
 use crate::build_info::BuildInfo;
 use crate::config::{Config, redact_database_url};
 use crate::error::StartupError;
@@ -45,6 +46,7 @@ struct Inner {
     store: Option<crm::Store>,
     media_handler: Arc<dyn MediaStreamHandler>,
     sessions: SessionTracker,
+    admission: Admission,
     /// Runs once at shutdown, after live calls drained and before the database closes
     /// (flushes queued CRM writes).
     before_close: std::sync::Mutex<Option<BoxFuture<'static, ()>>>,
@@ -77,6 +79,7 @@ impl EdgeState {
         media_handler: Arc<dyn MediaStreamHandler>,
     ) -> Self {
         let app_signature = build.app_signature(config.server.deploy_id.as_deref());
+        let admission = Admission::new(config.server.max_calls);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -86,6 +89,7 @@ impl EdgeState {
                 store,
                 media_handler,
                 sessions: SessionTracker::new(),
+                admission,
                 before_close: std::sync::Mutex::new(None),
                 whatsapp: std::sync::OnceLock::new(),
             }),
@@ -147,6 +151,11 @@ impl EdgeState {
     /// Live Media Streams sessions.
     pub fn sessions(&self) -> &SessionTracker {
         &self.inner.sessions
+    }
+
+    /// Whether new calls are answered (`MAX_CALLS`, the binary's overload probe).
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
     }
 }
 

@@ -506,3 +506,108 @@ async fn signature_checks_off_without_a_token() {
     assert_eq!(res.status(), 200);
     server.shut_down().await;
 }
+
+async fn post_incoming_call(server: &TestServer, call_sid: &str) -> String {
+    let mut form = CALL.to_vec();
+    form[0] = ("CallSid", call_sid);
+    let res = client()
+        .post(server.url("/webhook/incoming_call"))
+        .header("content-type", FORM)
+        .body(encode(&form))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap()
+}
+
+const BUSY: &str = r#"<Response><Reject reason="busy"/></Response>"#;
+
+#[tokio::test]
+async fn calls_over_max_calls_are_refused_busy_and_recorded() {
+    let server = TestServer::start(&[("MAX_CALLS", "1")]).await;
+    let first = post_incoming_call(&server, "CA_CAP_1").await;
+    assert!(first.contains("<Connect"), "{first}");
+    // The first call's stream has not opened yet, but its place is taken.
+    let second = post_incoming_call(&server, "CA_CAP_2").await;
+    assert!(second.ends_with(BUSY), "{second}");
+    let refused = server.store.get_call("CA_CAP_2").await.unwrap();
+    assert_eq!(refused.status.as_deref(), Some("busy"));
+    assert_eq!(refused.from.as_deref(), Some("+972501234567"));
+    assert_eq!(
+        server
+            .store
+            .get_call("CA_CAP_1")
+            .await
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("ringing")
+    );
+
+    // The first call's stream opens (the place passes to it) and ends: room again.
+    let (mut socket, _) = tokio_tungstenite::connect_async(server.ws_url("/ws/twilio-media"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.state.sessions().live() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        post_incoming_call(&server, "CA_CAP_3")
+            .await
+            .ends_with(BUSY)
+    );
+    socket.close(None).await.unwrap();
+    while server.state.sessions().live() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let fourth = post_incoming_call(&server, "CA_CAP_4").await;
+    assert!(fourth.contains("<Connect"), "{fourth}");
+    assert_eq!(server.state.admission().refused_total(), 2);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn calls_are_refused_busy_while_the_overload_probe_says_so() {
+    let server = TestServer::start(&[]).await;
+    let overloaded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&overloaded);
+    server
+        .state
+        .admission()
+        .set_overload_probe(std::sync::Arc::new(move || {
+            flag.load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| "the CRM write queue holds 5000 of 8192 writes".to_owned())
+        }));
+    assert!(
+        post_incoming_call(&server, "CA_OVER_1")
+            .await
+            .ends_with(BUSY)
+    );
+    assert_eq!(
+        server
+            .store
+            .get_call("CA_OVER_1")
+            .await
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("busy")
+    );
+    overloaded.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        post_incoming_call(&server, "CA_OVER_2")
+            .await
+            .contains("<Connect")
+    );
+    server.shut_down().await;
+}

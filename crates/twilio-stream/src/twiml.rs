@@ -65,6 +65,13 @@ pub fn hangup() -> String {
     format!("{XML_DECLARATION}<Response><Hangup/></Response>")
 }
 
+/// Refuse the call unanswered with a busy signal (`<Reject reason="busy"/>`): Twilio does not
+/// pick up, does not bill it, and the call ends with status `busy`.
+#[must_use]
+pub fn reject_busy() -> String {
+    format!(r#"{XML_DECLARATION}<Response><Reject reason="busy"/></Response>"#)
+}
+
 /// An empty `<Response/>` (e.g. to acknowledge a messaging webhook without replying).
 #[must_use]
 pub fn empty_response() -> String {

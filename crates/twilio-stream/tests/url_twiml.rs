@@ -2,7 +2,7 @@
 //! Public base URL joining and TwiML generation.
 
 use proptest::prelude::*;
-use twilio_stream::twiml::{self, connect_stream, hangup, say_and_hangup};
+use twilio_stream::twiml::{self, connect_stream, hangup, reject_busy, say_and_hangup};
 use twilio_stream::url::{PublicBaseUrl, UrlError};
 
 #[test]
@@ -162,6 +162,10 @@ fn every_attribute_and_text_is_escaped() {
     assert_eq!(
         hangup(),
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#
+    );
+    assert_eq!(
+        reject_busy(),
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>"#
     );
 }
 

@@ -258,7 +258,11 @@ impl Pacer {
         match (self.queue.front()?, self.run) {
             (Outgoing::Media { .. }, Some(run)) if run.playout_end() >= now => {
                 let due = run.due(self.lead);
-                Some(if self.in_burst(due) { now } else { due.max(now) })
+                Some(if self.in_burst(due) {
+                    now
+                } else {
+                    due.max(now)
+                })
             }
             _ => Some(now),
         }
@@ -415,7 +419,10 @@ mod tests {
         assert_eq!(ms, expected);
         assert_eq!(times.len(), plain_times.len());
         for (with, without) in times.iter().zip(&plain_times) {
-            assert!(with <= without, "a frame left later in a burst: {with:?} > {without:?}");
+            assert!(
+                with <= without,
+                "a frame left later in a burst: {with:?} > {without:?}"
+            );
             assert!(*without - *with < Duration::from_millis(100));
         }
         // Twilio never holds more than lead + burst of audio.
@@ -428,7 +435,10 @@ mod tests {
             while p.poll_send(now).is_some() {}
             wakes += 1;
             let held = p.playout_end().unwrap().saturating_duration_since(now);
-            assert!(held <= Duration::from_millis(180), "{held:?} queued at Twilio");
+            assert!(
+                held <= Duration::from_millis(180),
+                "{held:?} queued at Twilio"
+            );
         }
         // 2 s of audio in 20 wake-ups (one per 100 ms), not 100.
         assert_eq!(wakes, 20);
