@@ -53,6 +53,9 @@ pub struct LoadOptions {
 const MIN_CALL: Duration = Duration::from_secs(1);
 /// Pause before redialing after a call could not be set up.
 const REDIAL_PAUSE_AFTER_ERROR: Duration = Duration::from_millis(500);
+/// Pause before redialing after a busy signal: a caller tries again a few seconds later, not in a
+/// tight loop (which would measure the webhook under a storm no real line produces).
+const REDIAL_PAUSE_AFTER_BUSY: Duration = Duration::from_secs(5);
 
 /// CPU and memory of one process over the run.
 #[derive(Debug, Clone, Serialize)]
@@ -411,14 +414,20 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 let outcome =
                     run_call(&client, &call, plan, new_identity(), Arc::clone(&silence)).await;
                 live.fetch_sub(1, Ordering::Relaxed);
-                let failed = outcome.is_err();
+                let pause = match &outcome {
+                    Ok(_) => None,
+                    Err(CallError::Twiml(TwimlError::Rejected { .. })) => {
+                        Some(REDIAL_PAUSE_AFTER_BUSY)
+                    }
+                    // Do not hammer a server that fails calls.
+                    Err(_) => Some(REDIAL_PAUSE_AFTER_ERROR),
+                };
                 outcomes.push(outcome);
                 if !redial {
                     break;
                 }
-                if failed {
-                    // Do not hammer a server that refuses calls.
-                    tokio::time::sleep(REDIAL_PAUSE_AFTER_ERROR).await;
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
                 }
             }
             outcomes

@@ -28,11 +28,19 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use turn::TurnConfig;
 
-/// Capacity of the CRM write queue shared by all calls.
-const CRM_QUEUE_CAPACITY: usize = 8192;
+/// Capacity of the CRM write queue shared by all calls. Room is only allocated while used (the
+/// queue grows in blocks), so a large capacity costs nothing until a burst needs it: 2,000 calls
+/// ending in the same second on a saturated machine queued more than 8,192 writes.
+const CRM_QUEUE_CAPACITY: usize = 65_536;
 /// New calls are refused (busy) while the CRM write queue is fuller than this share of its
 /// capacity: the calls already running keep room for what they still have to store.
 const CRM_QUEUE_ADMISSION_LIMIT_PERCENT: usize = 50;
+/// How often the runtime's timer lateness is measured.
+const RUNTIME_LAG_PERIOD: Duration = Duration::from_millis(100);
+/// New calls are refused (busy) while the runtime's smoothed timer lateness is above this.
+/// Measured on 2 cores (`docs/PERFORMANCE.md`): about 0.5 ms up to 1,000 calls, 7 ms at 1,600,
+/// 30-100 ms past 1,800 when audio is late everywhere.
+const RUNTIME_LAG_LIMIT: Duration = Duration::from_millis(10);
 /// Capacity of the live call-event broadcast (a console that lags further drops events).
 const EVENTS_CAPACITY: usize = 4096;
 
@@ -59,6 +67,8 @@ pub struct CallWiring {
     pub events: broadcast::Sender<CallEvent>,
     /// The shared call dependencies (None in offline-fallback mode).
     pub deps: Option<Arc<CallDeps>>,
+    /// How late the runtime runs timers (for admission control and `/metrics`).
+    pub runtime_lag: Arc<edge::admission::RuntimeLag>,
     /// The live console, events and metrics (fed by `events`).
     pub console: console::Console,
 }
@@ -73,13 +83,27 @@ impl std::fmt::Debug for CallWiring {
     }
 }
 
-/// Reports an overload while the CRM write queue of `writer` is more than half full: past that,
-/// a machine taking more calls risks refusing their writes (`QUEUE FULL`), so new calls get a
-/// busy signal until the writer catches up ([`edge::Admission::set_overload_probe`]).
+/// Reports an overload, so new calls get a busy signal ([`edge::Admission::set_overload_probe`]):
+/// - while the runtime runs its timers more than [`RUNTIME_LAG_LIMIT`] late on average: the
+///   machine is saturated and every call's audio is that late already;
+/// - while the CRM write queue of `writer` is more than half full: past that, taking more calls
+///   risks refusing their writes (`QUEUE FULL`).
 #[must_use]
-pub fn overload_probe(writer: &crm::CrmWriter) -> edge::OverloadProbe {
+pub fn overload_probe(
+    writer: &crm::CrmWriter,
+    runtime_lag: &Arc<edge::admission::RuntimeLag>,
+) -> edge::OverloadProbe {
     let writer = writer.clone();
+    let runtime_lag = Arc::clone(runtime_lag);
     Arc::new(move || {
+        let lag = runtime_lag.smoothed();
+        if lag > RUNTIME_LAG_LIMIT {
+            return Some(format!(
+                "the machine is saturated: timers run {} ms late on average (limit {} ms)",
+                lag.as_millis(),
+                RUNTIME_LAG_LIMIT.as_millis()
+            ));
+        }
         let (depth, capacity) = (writer.depth(), writer.capacity());
         (depth * 100 > capacity * CRM_QUEUE_ADMISSION_LIMIT_PERCENT).then(|| {
             format!(
@@ -98,6 +122,8 @@ pub fn build(
     let (writer, writer_task) = crm::CrmWriter::spawn(store.clone(), CRM_QUEUE_CAPACITY);
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
     let depth_writer = writer.clone();
+    let runtime_lag = edge::admission::spawn_runtime_lag_monitor(RUNTIME_LAG_PERIOD);
+    let lag_reader = Arc::clone(&runtime_lag);
     let (console, _console_task) = console::Console::spawn(
         &events,
         console::ConsoleOptions {
@@ -113,6 +139,9 @@ pub fn build(
                         .map_or(0, crm::recording::RecordingPool::pending_encodes)
                 }) as console::DepthProbe
             }),
+            runtime_lag_us: Some(Arc::new(move || {
+                usize::try_from(lag_reader.smoothed().as_micros()).unwrap_or(usize::MAX)
+            })),
             ..console::ConsoleOptions::default()
         },
     );
@@ -129,6 +158,7 @@ pub fn build(
             writer_task,
             events,
             deps: None,
+            runtime_lag,
             console,
         });
     }
@@ -237,6 +267,7 @@ pub fn build(
         writer_task,
         events,
         deps: Some(deps),
+        runtime_lag,
         console,
     })
 }
@@ -457,13 +488,17 @@ pub async fn flush_crm(writer: &crm::CrmWriter, limit: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::overload_probe;
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_overload_probe_reports_a_crm_queue_more_than_half_full() {
         let store = crm::Store::connect("sqlite::memory:").await.unwrap();
         let (writer, _task) = crm::CrmWriter::spawn(store, 8);
-        let probe = overload_probe(&writer);
+        let lag = Arc::new(edge::admission::RuntimeLag::default());
+        let probe = overload_probe(&writer, &lag);
         assert_eq!(probe(), None);
         // On this single-threaded runtime the writer runs only when the test awaits, so the
         // operations stay queued.
@@ -483,5 +518,14 @@ mod tests {
         );
         writer.flush().await;
         assert_eq!(probe(), None);
+        // A saturated runtime.
+        for _ in 0..40 {
+            lag.record(Duration::from_millis(120));
+        }
+        assert!(
+            probe().is_some_and(|reason| reason.contains("timers run 119 ms late")),
+            "{:?}",
+            probe()
+        );
     }
 }

@@ -81,7 +81,10 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
     let state = edge::EdgeState::new(prepared.config, build, Some(prepared.store), calls.handler);
     state
         .admission()
-        .set_overload_probe(crmd::calls::overload_probe(&calls.writer));
+        .set_overload_probe(crmd::calls::overload_probe(
+            &calls.writer,
+            &calls.runtime_lag,
+        ));
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {
         crmd::calls::finish_recordings(std::time::Duration::from_secs(10)).await;

@@ -31,6 +31,9 @@ pub struct ConsoleOptions {
     /// Call recordings waiting to be encoded, for `crmd_recordings_pending_encode` (omitted
     /// when `None`).
     pub recordings_pending_encode: Option<DepthProbe>,
+    /// The async runtime's smoothed timer lateness in microseconds, for
+    /// `crmd_runtime_lag_microseconds` (omitted when `None`).
+    pub runtime_lag_us: Option<DepthProbe>,
     /// Events buffered per browser; a browser further behind loses events (counted) and is
     /// told to resynchronise. Calls never wait for browsers.
     pub per_browser_buffer: usize,
@@ -44,6 +47,7 @@ impl Default for ConsoleOptions {
             api_token: None,
             db_queue_depth: None,
             recordings_pending_encode: None,
+            runtime_lag_us: None,
             per_browser_buffer: 1024,
             stale_call_after: Duration::from_secs(3600),
         }
@@ -59,6 +63,7 @@ impl fmt::Debug for ConsoleOptions {
                 "recordings_pending_encode",
                 &self.recordings_pending_encode.is_some(),
             )
+            .field("runtime_lag_us", &self.runtime_lag_us.is_some())
             .field("per_browser_buffer", &self.per_browser_buffer)
             .field("stale_call_after", &self.stale_call_after)
             .finish()
@@ -274,6 +279,12 @@ impl Console {
                 .inner
                 .options
                 .recordings_pending_encode
+                .as_ref()
+                .map(|probe| probe()),
+            runtime_lag_us: self
+                .inner
+                .options
+                .runtime_lag_us
                 .as_ref()
                 .map(|probe| probe()),
         };

@@ -168,6 +168,8 @@ pub struct ScrapeGauges {
     pub db_queue_depth: Option<usize>,
     /// Call recordings waiting to be encoded, when a probe is configured.
     pub recordings_pending_encode: Option<usize>,
+    /// The async runtime's smoothed timer lateness (µs), when a probe is configured.
+    pub runtime_lag_us: Option<usize>,
 }
 
 impl Metrics {
@@ -362,6 +364,14 @@ impl Metrics {
                 pending as u64,
             );
         }
+        if let Some(lag) = gauges.runtime_lag_us {
+            simple(
+                "crmd_runtime_lag_microseconds",
+                "gauge",
+                "How late the async runtime runs timers (smoothed over about a second); new calls are refused busy while it is high.",
+                lag as u64,
+            );
+        }
 
         let _ = writeln!(
             out,
@@ -491,6 +501,7 @@ mod tests {
             calls_active: 3,
             db_queue_depth: Some(7),
             recordings_pending_encode: Some(2),
+            runtime_lag_us: Some(1500),
         });
         assert_eq!(line(&text, "crmd_calls_total "), ["crmd_calls_total 1"]);
         assert_eq!(line(&text, "crmd_calls_active "), ["crmd_calls_active 3"]);
@@ -501,6 +512,10 @@ mod tests {
         assert_eq!(
             line(&text, "crmd_recordings_pending_encode "),
             ["crmd_recordings_pending_encode 2"]
+        );
+        assert_eq!(
+            line(&text, "crmd_runtime_lag_microseconds "),
+            ["crmd_runtime_lag_microseconds 1500"]
         );
         assert_eq!(
             line(&text, "crmd_turns_total{"),

@@ -121,6 +121,60 @@ impl Admission {
     }
 }
 
+/// How late the async runtime runs a timer, smoothed: a saturated machine shows it before
+/// anything else (every call's audio is late by about as much). Written by one monitor task
+/// ([`spawn_runtime_lag_monitor`]), read by anyone.
+#[derive(Debug, Default)]
+pub struct RuntimeLag {
+    /// Exponentially weighted mean of the lateness, microseconds.
+    smoothed_us: AtomicU64,
+}
+
+/// Weight of the newest sample: 1/8, so with 100 ms ticks the mean follows about the last second.
+const LAG_SMOOTHING: u64 = 8;
+
+impl RuntimeLag {
+    /// Adds one measurement: a timer due at some instant ran `lag` late.
+    pub fn record(&self, lag: Duration) {
+        let sample = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        let old = self.smoothed_us.load(Ordering::Relaxed);
+        let new = if sample >= old {
+            old + (sample - old) / LAG_SMOOTHING
+        } else {
+            old - (old - sample) / LAG_SMOOTHING
+        };
+        self.smoothed_us.store(new, Ordering::Relaxed);
+    }
+
+    /// The smoothed lateness.
+    #[must_use]
+    pub fn smoothed(&self) -> Duration {
+        Duration::from_micros(self.smoothed_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Measures the runtime's timer lateness every `period` on the current Tokio runtime, for as
+/// long as the runtime runs.
+#[must_use]
+pub fn spawn_runtime_lag_monitor(period: Duration) -> Arc<RuntimeLag> {
+    let lag = Arc::new(RuntimeLag::default());
+    let writer = Arc::clone(&lag);
+    tokio::spawn(async move {
+        let mut due = tokio::time::Instant::now();
+        loop {
+            due += period;
+            tokio::time::sleep_until(due).await;
+            let now = tokio::time::Instant::now();
+            writer.record(now.saturating_duration_since(due));
+            // After a stall, measure from now rather than firing the missed ticks at once.
+            if now > due + period {
+                due = now;
+            }
+        }
+    });
+    lag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +184,48 @@ mod tests {
             Verdict::Busy(reason) => reason,
             Verdict::Admit => panic!("admitted"),
         }
+    }
+
+    #[test]
+    fn runtime_lag_follows_the_recent_samples() {
+        let lag = RuntimeLag::default();
+        assert_eq!(lag.smoothed(), Duration::ZERO);
+        for _ in 0..40 {
+            lag.record(Duration::from_millis(80));
+        }
+        // 40 samples at 1/8 weight: within 1 % of the level.
+        assert!(
+            lag.smoothed() > Duration::from_millis(79),
+            "{:?}",
+            lag.smoothed()
+        );
+        // One outlier moves it by an eighth only.
+        let before = lag.smoothed();
+        lag.record(Duration::ZERO);
+        assert!(before - lag.smoothed() <= Duration::from_millis(10) + Duration::from_micros(1));
+        for _ in 0..60 {
+            lag.record(Duration::from_micros(500));
+        }
+        assert!(
+            lag.smoothed() < Duration::from_millis(1),
+            "{:?}",
+            lag.smoothed()
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_lag_monitor_measures_a_blocked_runtime() {
+        let lag = spawn_runtime_lag_monitor(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The only runtime thread is blocked for 200 ms: the monitor's tick runs ~200 ms late,
+        // an eighth of which enters the mean (a busier machine only adds to it).
+        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            lag.smoothed() >= Duration::from_millis(20),
+            "{:?}",
+            lag.smoothed()
+        );
     }
 
     #[test]
