@@ -132,11 +132,15 @@ pub struct RuntimeLag {
 
 /// Weight of the newest sample: 1/8, so with 100 ms ticks the mean follows about the last second.
 const LAG_SMOOTHING: u64 = 8;
+/// Samples count at most this much: one stall (a slow start-up step, a debugger) moves the mean
+/// by at most 6.25 ms, so only lateness that lasts raises it far.
+pub const LAG_SAMPLE_CAP: Duration = Duration::from_millis(50);
 
 impl RuntimeLag {
-    /// Adds one measurement: a timer due at some instant ran `lag` late.
+    /// Adds one measurement: a timer due at some instant ran `lag` late (counted up to
+    /// [`LAG_SAMPLE_CAP`]).
     pub fn record(&self, lag: Duration) {
-        let sample = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        let sample = u64::try_from(lag.min(LAG_SAMPLE_CAP).as_micros()).unwrap_or(u64::MAX);
         let old = self.smoothed_us.load(Ordering::Relaxed);
         let new = if sample >= old {
             old + (sample - old) / LAG_SMOOTHING
@@ -191,18 +195,22 @@ mod tests {
         let lag = RuntimeLag::default();
         assert_eq!(lag.smoothed(), Duration::ZERO);
         for _ in 0..40 {
-            lag.record(Duration::from_millis(80));
+            lag.record(Duration::from_millis(40));
         }
         // 40 samples at 1/8 weight: within 1 % of the level.
         assert!(
-            lag.smoothed() > Duration::from_millis(79),
+            lag.smoothed() > Duration::from_micros(39_600),
             "{:?}",
             lag.smoothed()
         );
         // One outlier moves it by an eighth only.
         let before = lag.smoothed();
         lag.record(Duration::ZERO);
-        assert!(before - lag.smoothed() <= Duration::from_millis(10) + Duration::from_micros(1));
+        assert!(before - lag.smoothed() <= Duration::from_millis(5) + Duration::from_micros(1));
+        // A stall counts as 50 ms at most.
+        let fresh = RuntimeLag::default();
+        fresh.record(Duration::from_secs(3));
+        assert_eq!(fresh.smoothed(), LAG_SAMPLE_CAP / 8);
         for _ in 0..60 {
             lag.record(Duration::from_micros(500));
         }
@@ -218,11 +226,11 @@ mod tests {
         let lag = spawn_runtime_lag_monitor(Duration::from_millis(20));
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The only runtime thread is blocked for 200 ms: the monitor's tick runs ~200 ms late,
-        // an eighth of which enters the mean (a busier machine only adds to it).
+        // counted as 50 ms, an eighth of which enters the mean (a busier machine only adds).
         std::thread::sleep(Duration::from_millis(200));
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(
-            lag.smoothed() >= Duration::from_millis(20),
+            lag.smoothed() >= Duration::from_millis(6),
             "{:?}",
             lag.smoothed()
         );
