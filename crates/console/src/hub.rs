@@ -194,7 +194,6 @@ impl Console {
     /// browsers. Never waits for a browser.
     pub fn handle_call_event(&self, event: &CallEvent) {
         let at_ms = now_ms();
-        let call_sid = event_call_sid(event).unwrap_or_default().to_owned();
         let event_json = match serde_json::to_string(event) {
             Ok(json) => json,
             Err(error) => {
@@ -204,9 +203,29 @@ impl Console {
         };
         let mut registry = self.registry();
         let effect = registry.live.handle_event(event, at_ms);
-        self.inner
-            .metrics
-            .observe_event(event, effect.new_turn_kind);
+        if effect.stale {
+            return;
+        }
+        self.count_and_publish(
+            &mut registry,
+            event,
+            effect.new_turn_kind,
+            at_ms,
+            &event_json,
+        );
+    }
+
+    /// Counts `event` in the metrics and sends it to the browsers, numbered.
+    fn count_and_publish(
+        &self,
+        registry: &mut Registry,
+        event: &CallEvent,
+        new_turn_kind: Option<&'static str>,
+        at_ms: u64,
+        event_json: &str,
+    ) {
+        let call_sid = event_call_sid(event).unwrap_or_default().to_owned();
+        self.inner.metrics.observe_event(event, new_turn_kind);
         registry.seq += 1;
         let seq = registry.seq;
         let published = PublishedEvent {
@@ -232,8 +251,29 @@ impl Console {
 
     /// Counts what only a finished call's summary knows (STT restarts and reopens): call it
     /// with what `call::run_call` returned.
+    ///
+    /// A call the live view still shows is ended here (its `CallEnded` event was lost while the
+    /// console lagged behind the events, or is still on its way): the console shows and counts
+    /// the end once, from the summary, and ignores the call's late events.
     pub fn observe_call_summary(&self, summary: &CallSummary) {
         self.inner.metrics.observe_call_summary(summary);
+        let Some(call_sid) = summary.call_sid.as_deref().filter(|sid| !sid.is_empty()) else {
+            return;
+        };
+        let at_ms = now_ms();
+        let mut registry = self.registry();
+        if !registry.live.end_from_summary(call_sid, at_ms) {
+            return;
+        }
+        let event = CallEvent::CallEnded {
+            call_sid: call_sid.to_owned(),
+            end_reason: summary.end_reason.clone(),
+            duration_ms: summary.duration_ms,
+        };
+        match serde_json::to_string(&event) {
+            Ok(json) => self.count_and_publish(&mut registry, &event, None, at_ms, &json),
+            Err(error) => tracing::error!(%error, "call end not serializable"),
+        }
     }
 
     /// Counts one WhatsApp send by status (`crmd_whatsapp_sends_total{status=…}`).
@@ -372,6 +412,55 @@ mod tests {
         // The task ends when the calls' sender goes away.
         drop(events);
         task.await.unwrap();
+    }
+
+    /// The driver's summary ends a call whose `CallEnded` the console never got, once.
+    #[test]
+    fn a_summary_ends_a_call_whose_end_event_was_lost() {
+        let console = Console::new(ConsoleOptions::default());
+        let sid = "CA00000000000000000000000000000004";
+        console.handle_call_event(&CallEvent::CallStarted {
+            call_sid: sid.into(),
+            stream_sid: "MZ4".into(),
+        });
+        let (_, _, mut receiver) = console.subscribe(None);
+        let summary = CallSummary {
+            call_sid: Some(sid.into()),
+            stream_sid: Some("MZ4".into()),
+            end_reason: call::EndReason::Stopped,
+            duration_ms: 1_234,
+            greetings: 1,
+            turns: Vec::new(),
+            effects: Vec::new(),
+            media_frames_in: 0,
+            media_frames_out: 0,
+            clears_sent: 0,
+            stt_reopens: 0,
+            stt_restarts: 0,
+            hangup: None,
+            inbound_health: None,
+            recording: None,
+            recording_dropped_chunks: 0,
+        };
+        console.observe_call_summary(&summary);
+        assert_eq!(console.live_call_count(), 0);
+        let published = receiver.try_recv().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&published.json).unwrap();
+        assert_eq!(value["event"]["type"], "call_ended");
+        assert_eq!(value["event"]["duration_ms"], 1_234);
+        // The real end arriving late is neither shown nor counted again.
+        console.handle_call_event(&CallEvent::CallEnded {
+            call_sid: sid.into(),
+            end_reason: call::EndReason::Stopped,
+            duration_ms: 1_234,
+        });
+        console.observe_call_summary(&summary);
+        assert!(receiver.try_recv().is_err());
+        let metrics = console.render_metrics();
+        assert!(
+            metrics.contains("crmd_call_ends_total{reason=\"stopped\"} 1\n"),
+            "{metrics}"
+        );
     }
 
     #[test]

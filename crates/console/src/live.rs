@@ -89,7 +89,13 @@ impl LiveCall {
 pub struct EventEffect {
     /// The event opened a new agent turn of this kind (`greeting`, `reply`, ...).
     pub new_turn_kind: Option<&'static str>,
+    /// The event belongs to a call already ended from its summary
+    /// ([`LiveCalls::end_from_summary`]): not to be counted or shown again.
+    pub stale: bool,
 }
+
+/// How long a call ended from its summary is remembered, so its late events are recognised.
+const ENDED_MEMORY_MS: u64 = 60_000;
 
 /// The registry's state: calls in progress by CallSid.
 #[derive(Debug, Default)]
@@ -97,6 +103,8 @@ pub struct LiveCalls {
     calls: BTreeMap<String, LiveCall>,
     /// Highest agent turn number seen per call (a turn's sentences arrive as several events).
     last_turn: BTreeMap<String, u64>,
+    /// Calls ended from their summary before their `CallEnded` event came through, and when.
+    ended_by_summary: BTreeMap<String, u64>,
 }
 
 impl LiveCalls {
@@ -112,6 +120,14 @@ impl LiveCalls {
         let Some(call_sid) = event_call_sid(event).filter(|sid| !sid.is_empty()) else {
             return effect;
         };
+        if self.ended_by_summary.contains_key(call_sid) {
+            // Its end is already shown; its own `CallEnded` closes the matter.
+            if let CallEvent::CallEnded { .. } = event {
+                self.ended_by_summary.remove(call_sid);
+            }
+            effect.stale = true;
+            return effect;
+        }
         if let CallEvent::CallEnded { .. } = event {
             self.calls.remove(call_sid);
             self.last_turn.remove(call_sid);
@@ -177,9 +193,23 @@ impl LiveCalls {
         effect
     }
 
+    /// Ends `call_sid` from the summary its driver returned, for when its `CallEnded` event was
+    /// lost (the registry lagged behind the broadcast) or has not come through yet. Returns
+    /// whether the call was still shown as live; its later events are then ignored.
+    pub fn end_from_summary(&mut self, call_sid: &str, now_ms: u64) -> bool {
+        if self.calls.remove(call_sid).is_none() {
+            return false;
+        }
+        self.last_turn.remove(call_sid);
+        self.ended_by_summary.insert(call_sid.to_owned(), now_ms);
+        true
+    }
+
     /// Forgets calls not heard of for `stale_after_ms` (their `CallEnded` was lost, e.g. the
     /// registry lagged behind the broadcast). Returns how many were dropped.
     pub fn handle_tick(&mut self, now_ms: u64, stale_after_ms: u64) -> usize {
+        self.ended_by_summary
+            .retain(|_, at_ms| now_ms.saturating_sub(*at_ms) < ENDED_MEMORY_MS);
         let before = self.calls.len();
         self.calls
             .retain(|_, call| now_ms.saturating_sub(call.last_event_at_ms) < stale_after_ms);
@@ -321,6 +351,40 @@ mod tests {
         );
         assert!(live.is_empty());
         assert!(live.snapshot(Some(SID)).is_empty());
+    }
+
+    #[test]
+    fn a_call_ended_from_its_summary_ignores_its_late_events() {
+        let mut live = LiveCalls::new();
+        let _ = live.handle_event(&started(), 1);
+        assert!(
+            !live.end_from_summary("CA_UNKNOWN", 2),
+            "not live: nothing to end"
+        );
+        assert!(live.end_from_summary(SID, 2));
+        assert!(live.is_empty());
+        assert!(!live.end_from_summary(SID, 3), "ended once");
+        // A late line of the call does not bring it back; its own end closes the matter.
+        let late = CallEvent::Transcript {
+            call_sid: SID.into(),
+            text: "late".into(),
+            is_final: true,
+        };
+        assert!(live.handle_event(&late, 4).stale);
+        assert!(live.is_empty());
+        let ended = CallEvent::CallEnded {
+            call_sid: SID.into(),
+            end_reason: call::EndReason::Stopped,
+            duration_ms: 5,
+        };
+        assert!(live.handle_event(&ended, 5).stale);
+        // After that the sid is an ordinary one again.
+        assert!(!live.handle_event(&started(), 6).stale);
+        assert_eq!(live.len(), 1);
+        // Ended calls are remembered for a minute only.
+        assert!(live.end_from_summary(SID, 7));
+        let _ = live.handle_tick(7 + ENDED_MEMORY_MS, u64::MAX);
+        assert!(!live.handle_event(&late, 8 + ENDED_MEMORY_MS).stale);
     }
 
     #[test]
