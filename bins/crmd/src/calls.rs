@@ -37,10 +37,6 @@ const CRM_QUEUE_CAPACITY: usize = 65_536;
 const CRM_QUEUE_ADMISSION_LIMIT_PERCENT: usize = 50;
 /// How often the runtime's timer lateness is measured.
 const RUNTIME_LAG_PERIOD: Duration = Duration::from_millis(100);
-/// New calls are refused (busy) while the runtime's smoothed timer lateness is above this.
-/// Measured on 2 cores (`docs/PERFORMANCE.md`): about 0.5 ms up to 1,000 calls, 7 ms at 1,600,
-/// 30-100 ms past 1,800 when audio is late everywhere.
-const RUNTIME_LAG_LIMIT: Duration = Duration::from_millis(10);
 /// Capacity of the live call-event broadcast (a console that lags further drops events).
 const EVENTS_CAPACITY: usize = 4096;
 
@@ -84,24 +80,29 @@ impl std::fmt::Debug for CallWiring {
 }
 
 /// Reports an overload, so new calls get a busy signal ([`edge::Admission::set_overload_probe`]):
-/// - while the runtime runs its timers more than [`RUNTIME_LAG_LIMIT`] late on average: the
-///   machine is saturated and every call's audio is that late already;
+/// - while the runtime runs its timers more than `lag_limit` (`OVERLOAD_LAG_MS`, 10 ms by
+///   default) late on average: the machine is saturated and every call's audio is that late
+///   already. Measured on 2 cores (`docs/PERFORMANCE.md`): about 0.5 ms up to 1,000 calls, 7 ms
+///   at 1,600, 30-100 ms past 1,800;
 /// - while the CRM write queue of `writer` is more than half full: past that, taking more calls
 ///   risks refusing their writes (`QUEUE FULL`).
 #[must_use]
 pub fn overload_probe(
     writer: &crm::CrmWriter,
     runtime_lag: &Arc<edge::admission::RuntimeLag>,
+    lag_limit: Option<Duration>,
 ) -> edge::OverloadProbe {
     let writer = writer.clone();
     let runtime_lag = Arc::clone(runtime_lag);
     Arc::new(move || {
         let lag = runtime_lag.smoothed();
-        if lag > RUNTIME_LAG_LIMIT {
+        if let Some(limit) = lag_limit
+            && lag > limit
+        {
             return Some(format!(
                 "the machine is saturated: timers run {} ms late on average (limit {} ms)",
                 lag.as_millis(),
-                RUNTIME_LAG_LIMIT.as_millis()
+                limit.as_millis()
             ));
         }
         let (depth, capacity) = (writer.depth(), writer.capacity());
@@ -498,7 +499,7 @@ mod tests {
         let store = crm::Store::connect("sqlite::memory:").await.unwrap();
         let (writer, _task) = crm::CrmWriter::spawn(store, 8);
         let lag = Arc::new(edge::admission::RuntimeLag::default());
-        let probe = overload_probe(&writer, &lag);
+        let probe = overload_probe(&writer, &lag, Some(Duration::from_millis(10)));
         assert_eq!(probe(), None);
         // On this single-threaded runtime the writer runs only when the test awaits, so the
         // operations stay queued.
@@ -531,5 +532,7 @@ mod tests {
             "{:?}",
             probe()
         );
+        // OVERLOAD_LAG_MS=0: only the queue counts.
+        assert_eq!(overload_probe(&writer, &lag, None)(), None);
     }
 }

@@ -84,6 +84,7 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
         .set_overload_probe(crmd::calls::overload_probe(
             &calls.writer,
             &calls.runtime_lag,
+            state.config().server.overload_lag,
         ));
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {

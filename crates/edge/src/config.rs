@@ -125,6 +125,10 @@ pub struct ServerSettings {
     /// `MAX_CALLS` (unset: no cap): concurrent calls answered; the next ones are refused with a
     /// busy signal (`<Reject reason="busy"/>`, not billed) and recorded as `busy`.
     pub max_calls: Option<usize>,
+    /// `OVERLOAD_LAG_MS` (default 10; `0` turns the check off): new calls are refused the same
+    /// way while the async runtime runs its timers later than this on average (the machine is
+    /// saturated and every call's audio is late already).
+    pub overload_lag: Option<Duration>,
     /// `LOG_FORMAT` (`text` | `json`).
     pub log_format: LogFormat,
     /// `RUST_LOG` filter directives (default `info`); validated by the binary.
@@ -658,6 +662,10 @@ fn server_settings(vars: &Vars) -> Result<ServerSettings, ConfigError> {
             Some(_) => Some(vars.number("MAX_CALLS", 0usize, 1..=1_000_000)?),
             None => None,
         },
+        overload_lag: match vars.number("OVERLOAD_LAG_MS", 10u64, 0..=10_000)? {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
         log_format,
         log_filter: vars.string_or("RUST_LOG", "info"),
     })
@@ -947,6 +955,12 @@ mod tests {
         assert_eq!(c.turn.eou_ms, 500);
         assert_eq!(c.turn.media_out_chunk_ms, 20);
         assert_eq!(c.turn.media_out_burst_ms, 100);
+        assert_eq!(c.server.max_calls, None);
+        assert_eq!(c.server.overload_lag, Some(Duration::from_millis(10)));
+        let capped =
+            Config::from_vars(vars(&[("MAX_CALLS", "500"), ("OVERLOAD_LAG_MS", "0")])).unwrap();
+        assert_eq!(capped.server.max_calls, Some(500));
+        assert_eq!(capped.server.overload_lag, None);
         let chunked = Config::from_vars(vars(&[
             ("MEDIA_OUT_CHUNK_MS", "100"),
             ("MEDIA_OUT_BURST_MS", "20"),
@@ -978,6 +992,8 @@ mod tests {
             error_variable(&[("MEDIA_OUT_BURST_MS", "0")]),
             "MEDIA_OUT_BURST_MS"
         );
+        assert_eq!(error_variable(&[("MAX_CALLS", "0")]), "MAX_CALLS");
+        assert_eq!(error_variable(&[("MAX_CALLS", "many")]), "MAX_CALLS");
         assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
         assert_eq!(
             error_variable(&[("DATABASE_URL", "mysql://x")]),
