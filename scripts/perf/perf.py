@@ -305,17 +305,18 @@ def render_load(reports, stopped_because, args):
                  + "The stand-in ends an utterance after 300 ms of quiet, "
                  "so turn latency includes those 300 ms plus the STT client's 100 ms batching.")
     lines.append("")
-    lines.append("| calls | placed | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
+    lines.append("| calls | placed | refused busy | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
                  "barge-in p95 ms | pacing p50 / p99 / max ms | late / dropped frames | agent jitter p99 ms | "
                  "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | machine busy (other processes) | "
                  "load avg before | targets missed |")
-    lines.append("|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         g, t, b, p, j = r["greeting"], r["turn_latency"], r["barge_in_latency"], r["pacing"], r["agent_frame_jitter"]
         crmd = r.get("server")
         rss = f"{crmd['rss_per_call_kib']:.1f} KiB" if crmd else "-"
         lines.append(
-            f"| {r['calls_requested']} | {r['calls_placed']} | {sum(r['setup_errors'].values())} | {r['ws_errors']} | "
+            f"| {r['calls_requested']} | {r['calls_placed']} | {r.get('calls_refused', 0)} | "
+            f"{sum(r['setup_errors'].values())} | {r['ws_errors']} | "
             f"{ms(g['p50_ms'])} / {ms(g['p95_ms'])} | {ms(t['p50_ms'])} / {ms(t['p95_ms'])} | {ms(b['p95_ms'])} | "
             f"{ms(p['p50_ms'])} / {ms(p['p99_ms'])} / {ms(p['max_ms'])} | {r['frames_late']} / {r['frames_dropped']} | "
             f"{ms(j['p99_ms'])} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
@@ -338,7 +339,9 @@ def render_load(reports, stopped_because, args):
         lines.append(f"callsim {r['command']}")
     lines.append("```")
     lines.append("")
-    lines.append("Columns: *greeting* = `start` -> first agent audio; *turn* = caller's last voiced frame -> "
+    lines.append("Columns: *refused busy* = calls crmd answered with `<Reject reason=\"busy\"/>` (admission "
+                 "control: `MAX_CALLS`, or its runtime running timers over `OVERLOAD_LAG_MS` late; the simulator "
+                 "redials 5 s later); *greeting* = `start` -> first agent audio; *turn* = caller's last voiced frame -> "
                  "first agent audio of the reply; *barge-in* = caller onset over playing agent audio -> `clear`; "
                  "*pacing* = lateness of each caller frame against its 20 ms slot (simulator side); *agent "
                  "jitter* = lateness of agent frames against the reply's real-time schedule; CPU is % of one "
