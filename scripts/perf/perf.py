@@ -151,6 +151,9 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
     env.update({
         "PORT": str(crmd_port),
         "DATABASE_URL": f"sqlite://{workdir}/crmd-{calls}.sqlite",
+        # A directory per step: recordings a step's crmd leaves unencoded at shutdown would
+        # otherwise be encoded by the next step's crmd at start, inside that step's measurement.
+        "RECORDINGS_DIR": os.environ.get("RECORDINGS_DIR", str(workdir / f"recordings-{calls}")),
         "GOOGLE_SPEECH_ENDPOINT": f"http://127.0.0.1:{standin_port}",
         "GOOGLE_TTS_ENDPOINT": f"http://127.0.0.1:{standin_port}",
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
