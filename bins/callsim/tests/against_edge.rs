@@ -82,6 +82,25 @@ async fn start_edge_with(extra: &[(&str, &str)]) -> Server {
     }
 }
 
+/// A 2 s load run against `server`: `calls` calls started over `ramp`, one clip, no barge-in,
+/// redialing; the tests change what they are about.
+fn small_load(server: &Server, calls: u32, ramp: Duration) -> LoadOptions {
+    LoadOptions {
+        call: options(server),
+        calls,
+        ramp,
+        duration: Duration::from_secs(2),
+        server_pid: None,
+        standin_pid: None,
+        clips: vec![Arc::new(CallerClip::tone("hello there"))],
+        barge_in_every: 0,
+        sample_every: Duration::from_millis(200),
+        redial: true,
+        call_length: None,
+        api_token: None,
+    }
+}
+
 fn options(server: &Server) -> CallOptions {
     let mut options = CallOptions::new(Target::parse(&format!("http://{}", server.addr)).unwrap());
     options.auth_token = Some(AUTH_TOKEN.to_owned());
@@ -178,18 +197,9 @@ async fn a_101_without_the_subprotocol_fails_loudly() {
 async fn a_small_load_run_with_redial_aggregates_every_call() {
     let server = start_edge().await;
     let report = run_load(LoadOptions {
-        call: options(&server),
-        calls: 4,
-        ramp: Duration::from_millis(400),
-        duration: Duration::from_secs(2),
         server_pid: Some(std::process::id()),
-        standin_pid: None,
-        clips: vec![Arc::new(CallerClip::tone("hello there"))],
         barge_in_every: 2,
-        sample_every: Duration::from_millis(200),
-        redial: true,
-        call_length: None,
-        api_token: None,
+        ..small_load(&server, 4, Duration::from_millis(400))
     })
     .await;
     assert_eq!(report.calls_requested, 4);
@@ -218,19 +228,9 @@ async fn a_small_load_run_with_redial_aggregates_every_call() {
 async fn calls_of_a_set_length_hang_up_and_redial_all_through_the_run() {
     let server = start_edge().await;
     let report = run_load(LoadOptions {
-        call: options(&server),
-        calls: 2,
-        ramp: Duration::from_millis(200),
-        duration: Duration::from_secs(2),
-        server_pid: None,
-        standin_pid: None,
-        clips: vec![Arc::new(CallerClip::tone("hello there"))],
-        barge_in_every: 0,
-        sample_every: Duration::from_millis(200),
-        redial: true,
         // Shorter than the server's 600 ms clip: the simulator hangs up first, every time.
         call_length: Some(Duration::from_millis(300)),
-        api_token: None,
+        ..small_load(&server, 2, Duration::from_millis(200))
     })
     .await;
     assert!(report.calls_placed >= 6, "{}", report.calls_placed);
@@ -247,18 +247,8 @@ async fn calls_of_a_set_length_hang_up_and_redial_all_through_the_run() {
 async fn calls_a_full_server_refuses_are_counted_as_refused_not_as_failures() {
     let server = start_edge_with(&[("MAX_CALLS", "1")]).await;
     let report = run_load(LoadOptions {
-        call: options(&server),
-        calls: 3,
-        ramp: Duration::from_millis(100),
-        duration: Duration::from_secs(2),
-        server_pid: None,
-        standin_pid: None,
-        clips: vec![Arc::new(CallerClip::tone("hello there"))],
-        barge_in_every: 0,
-        sample_every: Duration::from_millis(200),
         redial: false,
-        call_length: None,
-        api_token: None,
+        ..small_load(&server, 3, Duration::from_millis(100))
     })
     .await;
     // The first call holds the only place for its 600 ms clip; the two placed 33 and 66 ms

@@ -427,20 +427,9 @@ mod tests {
         let summary = CallSummary {
             call_sid: Some(sid.into()),
             stream_sid: Some("MZ4".into()),
-            end_reason: call::EndReason::Stopped,
             duration_ms: 1_234,
             greetings: 1,
-            turns: Vec::new(),
-            effects: Vec::new(),
-            media_frames_in: 0,
-            media_frames_out: 0,
-            clears_sent: 0,
-            stt_reopens: 0,
-            stt_restarts: 0,
-            hangup: None,
-            inbound_health: None,
-            recording: None,
-            recording_dropped_chunks: 0,
+            ..CallSummary::empty(call::EndReason::Stopped)
         };
         console.observe_call_summary(&summary);
         assert_eq!(console.live_call_count(), 0);

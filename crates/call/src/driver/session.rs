@@ -348,7 +348,9 @@ where
 }
 
 impl CallSummary {
-    fn empty(end_reason: EndReason) -> Self {
+    /// A call that ended for `end_reason` before anything happened (no `start`, no turns).
+    #[must_use]
+    pub fn empty(end_reason: EndReason) -> Self {
         CallSummary {
             call_sid: None,
             stream_sid: None,
