@@ -86,6 +86,12 @@ async fn run(config: Config, build: BuildInfo) -> Result<(), edge::StartupError>
             &calls.runtime_lag,
             state.config().server.overload_lag,
         ));
+    let refusals = calls.console.clone();
+    state
+        .admission()
+        .set_refusal_observer(std::sync::Arc::new(move |cause| {
+            refusals.observe_call_refused(cause);
+        }));
     let writer = calls.writer.clone();
     state.set_before_close(Box::pin(async move {
         crmd::calls::finish_recordings(std::time::Duration::from_secs(10)).await;

@@ -281,6 +281,11 @@ impl Console {
         self.inner.metrics.observe_whatsapp_send(status);
     }
 
+    /// Counts a call refused with a busy signal, by cause (`crmd_calls_refused_total`).
+    pub fn observe_call_refused(&self, cause: &str) {
+        self.inner.metrics.observe_call_refused(cause);
+    }
+
     /// Counts a media WebSocket failure outside a call's driver (e.g. a failed upgrade).
     pub fn observe_websocket_error(&self) {
         self.inner.metrics.observe_websocket_error();

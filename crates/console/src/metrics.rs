@@ -154,6 +154,7 @@ pub struct Metrics {
     stt_reopens: AtomicU64,
     websocket_errors: AtomicU64,
     whatsapp_sends: LabelledCounter,
+    calls_refused: LabelledCounter,
     events_lagged: AtomicU64,
     sse_events_dropped: AtomicU64,
     sse_clients: AtomicU64,
@@ -223,6 +224,11 @@ impl Metrics {
     /// socket error outside a call).
     pub fn observe_websocket_error(&self) {
         self.websocket_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one call refused with a busy signal, by cause (`max_calls`, `overload`).
+    pub fn observe_call_refused(&self, cause: &str) {
+        self.calls_refused.add(cause, 1);
     }
 
     /// Counts one WhatsApp send by its outcome (`sent`, `queued`, `failed`, a provider status).
@@ -390,6 +396,12 @@ impl Metrics {
         );
         self.whatsapp_sends
             .render(&mut out, "crmd_whatsapp_sends_total", "status");
+        let _ = writeln!(
+            out,
+            "# HELP crmd_calls_refused_total Calls refused unanswered with a busy signal (admission control), by cause.\n# TYPE crmd_calls_refused_total counter"
+        );
+        self.calls_refused
+            .render(&mut out, "crmd_calls_refused_total", "cause");
 
         let _ = writeln!(
             out,
@@ -494,6 +506,9 @@ mod tests {
             },
             None,
         );
+        metrics.observe_call_refused("overload");
+        metrics.observe_call_refused("overload");
+        metrics.observe_call_refused("max_calls");
         metrics.observe_whatsapp_send("Failed");
         metrics.observe_whatsapp_send("sent");
         metrics.observe_whatsapp_send("sent");
@@ -528,6 +543,13 @@ mod tests {
         assert_eq!(
             line(&text, "crmd_call_ends_total{"),
             ["crmd_call_ends_total{reason=\"transport_failed\"} 1"]
+        );
+        assert_eq!(
+            line(&text, "crmd_calls_refused_total{"),
+            [
+                "crmd_calls_refused_total{cause=\"max_calls\"} 1",
+                "crmd_calls_refused_total{cause=\"overload\"} 2"
+            ]
         );
         assert_eq!(
             line(&text, "crmd_whatsapp_sends_total{"),

@@ -25,6 +25,10 @@ pub const ANSWERED_STREAM_TTL: Duration = Duration::from_secs(10);
 /// per incoming call, so it must be cheap.
 pub type OverloadProbe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
+/// Told of every refused call, with its cause: `max_calls` or `overload` (e.g. to count them
+/// in metrics).
+pub type RefusalObserver = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// What to do with a new call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -38,6 +42,7 @@ pub enum Verdict {
 pub struct Admission {
     max_calls: Option<usize>,
     overload: OnceLock<OverloadProbe>,
+    on_refusal: OnceLock<RefusalObserver>,
     /// When each answered call whose stream has not opened yet was answered, oldest first.
     answered: Mutex<VecDeque<Instant>>,
     refused: AtomicU64,
@@ -60,6 +65,7 @@ impl Admission {
         Admission {
             max_calls,
             overload: OnceLock::new(),
+            on_refusal: OnceLock::new(),
             answered: Mutex::new(VecDeque::new()),
             refused: AtomicU64::new(0),
         }
@@ -70,6 +76,14 @@ impl Admission {
     pub fn set_overload_probe(&self, probe: OverloadProbe) {
         if self.overload.set(probe).is_err() {
             tracing::warn!("an overload probe was already set; the second one is ignored");
+        }
+    }
+
+    /// Calls `observer` with the cause of every refusal from now on. Set once; a second observer
+    /// is ignored with a warning.
+    pub fn set_refusal_observer(&self, observer: RefusalObserver) {
+        if self.on_refusal.set(observer).is_err() {
+            tracing::warn!("a refusal observer was already set; the second one is ignored");
         }
     }
 
@@ -86,24 +100,31 @@ impl Admission {
         {
             answered.pop_front();
         }
-        let verdict = match self.max_calls {
-            Some(max) if live_streams + answered.len() >= max => Verdict::Busy(format!(
-                "{} calls in progress and {} connecting; MAX_CALLS is {max}",
-                live_streams,
-                answered.len()
+        let refusal = match self.max_calls {
+            Some(max) if live_streams + answered.len() >= max => Some((
+                "max_calls",
+                format!(
+                    "{} calls in progress and {} connecting; MAX_CALLS is {max}",
+                    live_streams,
+                    answered.len()
+                ),
             )),
-            _ => match self.overload.get().and_then(|probe| probe()) {
-                Some(reason) => Verdict::Busy(reason),
-                None => Verdict::Admit,
-            },
+            _ => self
+                .overload
+                .get()
+                .and_then(|probe| probe())
+                .map(|reason| ("overload", reason)),
         };
-        match verdict {
-            Verdict::Admit => answered.push_back(now),
-            Verdict::Busy(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-            }
+        let Some((cause, reason)) = refusal else {
+            answered.push_back(now);
+            return Verdict::Admit;
+        };
+        drop(answered);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.on_refusal.get() {
+            observer(cause);
         }
-        verdict
+        Verdict::Busy(reason)
     }
 
     /// A media stream opened: the oldest answered call's place passes to it.
@@ -291,6 +312,11 @@ mod tests {
     #[test]
     fn an_overload_refuses_calls_while_it_lasts() {
         let admission = Admission::new(Some(100));
+        let causes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&causes);
+        admission.set_refusal_observer(Arc::new(move |cause| {
+            seen.lock().unwrap().push(cause);
+        }));
         let overloaded = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = Arc::clone(&overloaded);
         admission.set_overload_probe(Arc::new(move || {
@@ -303,6 +329,8 @@ mod tests {
         overloaded.store(false, Ordering::Relaxed);
         assert_eq!(admission.decide(0, now), Verdict::Admit);
         assert_eq!(admission.refused_total(), 1);
+        assert!(matches!(admission.decide(100, now), Verdict::Busy(_)));
+        assert_eq!(*causes.lock().unwrap(), ["overload", "max_calls"]);
         // The cap is checked before the probe, and a refused call holds no place.
         let capped = Admission::new(Some(0));
         assert!(busy(&capped.decide(0, now)).contains("MAX_CALLS is 0"));

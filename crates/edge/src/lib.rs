@@ -37,7 +37,7 @@ pub mod server;
 pub mod twilio_form;
 pub mod whatsapp_routes;
 
-pub use admission::{Admission, OverloadProbe, Verdict};
+pub use admission::{Admission, OverloadProbe, RefusalObserver, Verdict};
 pub use api::ApiError;
 pub use auth::{ApiToken, require_api_token};
 pub use build_info::BuildInfo;
