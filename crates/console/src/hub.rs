@@ -160,8 +160,10 @@ impl Console {
         let task_console = console.clone();
         let task = tokio::spawn(async move {
             let stale_after = task_console.inner.options.stale_call_after;
+            // Often enough that a call whose end was lost leaves the view soon after the
+            // summary's grace period.
             let mut sweep = tokio::time::interval(
-                stale_after.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                stale_after.clamp(Duration::from_secs(1), Duration::from_secs(5)),
             );
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -174,7 +176,7 @@ impl Console {
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
-                    _ = sweep.tick() => task_console.handle_sweep(),
+                    _ = sweep.tick() => task_console.handle_sweep(now_ms()),
                 }
             }
         });
@@ -237,10 +239,21 @@ impl Console {
         let _ = self.inner.fanout.send(Arc::new(published));
     }
 
-    fn handle_sweep(&self) {
+    fn handle_sweep(&self, now_ms: u64) {
         let stale_after =
             u64::try_from(self.inner.options.stale_call_after.as_millis()).unwrap_or(u64::MAX);
-        let dropped = self.registry().live.handle_tick(now_ms(), stale_after);
+        let mut registry = self.registry();
+        for end in registry.live.due_summary_ends(now_ms) {
+            tracing::warn!(
+                call_sid = event_call_sid(&end).unwrap_or_default(),
+                "the console missed this call's end (it lagged behind the call events); ended from the call's summary"
+            );
+            match serde_json::to_string(&end) {
+                Ok(json) => self.count_and_publish(&mut registry, &end, None, now_ms, &json),
+                Err(error) => tracing::error!(%error, "call end not serializable"),
+            }
+        }
+        let dropped = registry.live.handle_tick(now_ms, stale_after);
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -252,28 +265,21 @@ impl Console {
     /// Counts what only a finished call's summary knows (STT restarts and reopens): call it
     /// with what `call::run_call` returned.
     ///
-    /// A call the live view still shows is ended here (its `CallEnded` event was lost while the
-    /// console lagged behind the events, or is still on its way): the console shows and counts
-    /// the end once, from the summary, and ignores the call's late events.
+    /// A call the live view still shows is given its end from the summary: if the call's own
+    /// `CallEnded` event does not come through within [`crate::live::SUMMARY_END_GRACE_MS`] (it
+    /// was lost while the console lagged behind the events), the console shows and counts this
+    /// end instead, once.
     pub fn observe_call_summary(&self, summary: &CallSummary) {
         self.inner.metrics.observe_call_summary(summary);
         let Some(call_sid) = summary.call_sid.as_deref().filter(|sid| !sid.is_empty()) else {
             return;
         };
-        let at_ms = now_ms();
-        let mut registry = self.registry();
-        if !registry.live.end_from_summary(call_sid, at_ms) {
-            return;
-        }
-        let event = CallEvent::CallEnded {
+        let end = CallEvent::CallEnded {
             call_sid: call_sid.to_owned(),
             end_reason: summary.end_reason.clone(),
             duration_ms: summary.duration_ms,
         };
-        match serde_json::to_string(&event) {
-            Ok(json) => self.count_and_publish(&mut registry, &event, None, at_ms, &json),
-            Err(error) => tracing::error!(%error, "call end not serializable"),
-        }
+        self.registry().live.note_summary_end(end, now_ms());
     }
 
     /// Counts one WhatsApp send by status (`crmd_whatsapp_sends_total{status=…}`).
@@ -437,6 +443,11 @@ mod tests {
             ..CallSummary::empty(call::EndReason::Stopped)
         };
         console.observe_call_summary(&summary);
+        // Its own end may still be on the way: nothing changes within the grace period.
+        console.handle_sweep(now_ms());
+        assert_eq!(console.live_call_count(), 1);
+        assert!(receiver.try_recv().is_err());
+        console.handle_sweep(now_ms() + crate::live::SUMMARY_END_GRACE_MS + 1);
         assert_eq!(console.live_call_count(), 0);
         let published = receiver.try_recv().unwrap();
         let value: serde_json::Value = serde_json::from_str(&published.json).unwrap();
@@ -448,7 +459,6 @@ mod tests {
             end_reason: call::EndReason::Stopped,
             duration_ms: 1_234,
         });
-        console.observe_call_summary(&summary);
         assert!(receiver.try_recv().is_err());
         let metrics = console.render_metrics();
         assert!(

@@ -96,6 +96,9 @@ pub struct EventEffect {
 
 /// How long a call ended from its summary is remembered, so its late events are recognised.
 const ENDED_MEMORY_MS: u64 = 60_000;
+/// How long a call's summary waits for the call's own `CallEnded` before it ends the call in
+/// the live view: the events still queued for the console (the call's last lines) come first.
+pub const SUMMARY_END_GRACE_MS: u64 = 5_000;
 
 /// The registry's state: calls in progress by CallSid.
 #[derive(Debug, Default)]
@@ -103,7 +106,10 @@ pub struct LiveCalls {
     calls: BTreeMap<String, LiveCall>,
     /// Highest agent turn number seen per call (a turn's sentences arrive as several events).
     last_turn: BTreeMap<String, u64>,
-    /// Calls ended from their summary before their `CallEnded` event came through, and when.
+    /// Ends known from a call's summary, waiting for the call's own `CallEnded`: when noted,
+    /// and the end to show if it does not come.
+    summary_ends: BTreeMap<String, (u64, CallEvent)>,
+    /// Calls ended from their summary, and when: their late events are ignored.
     ended_by_summary: BTreeMap<String, u64>,
 }
 
@@ -129,6 +135,7 @@ impl LiveCalls {
             return effect;
         }
         if let CallEvent::CallEnded { .. } = event {
+            self.summary_ends.remove(call_sid);
             self.calls.remove(call_sid);
             self.last_turn.remove(call_sid);
             return effect;
@@ -193,16 +200,41 @@ impl LiveCalls {
         effect
     }
 
-    /// Ends `call_sid` from the summary its driver returned, for when its `CallEnded` event was
-    /// lost (the registry lagged behind the broadcast) or has not come through yet. Returns
-    /// whether the call was still shown as live; its later events are then ignored.
-    pub fn end_from_summary(&mut self, call_sid: &str, now_ms: u64) -> bool {
-        if self.calls.remove(call_sid).is_none() {
-            return false;
+    /// Notes `end` (a `CallEnded` built from the summary the call's driver returned) for a call
+    /// still shown as live. If the call's own `CallEnded` has not come through
+    /// [`SUMMARY_END_GRACE_MS`] later (it was lost while the registry lagged behind the
+    /// broadcast), [`due_summary_ends`](Self::due_summary_ends) ends the call with it.
+    pub fn note_summary_end(&mut self, end: CallEvent, now_ms: u64) {
+        let CallEvent::CallEnded { call_sid, .. } = &end else {
+            return;
+        };
+        if self.calls.contains_key(call_sid) {
+            self.summary_ends.insert(call_sid.clone(), (now_ms, end));
         }
-        self.last_turn.remove(call_sid);
-        self.ended_by_summary.insert(call_sid.to_owned(), now_ms);
-        true
+    }
+
+    /// Ends the calls whose summary's end has waited [`SUMMARY_END_GRACE_MS`] for their own
+    /// `CallEnded`, and returns those ends to be shown and counted. Their late events, if any,
+    /// are ignored from then on.
+    pub fn due_summary_ends(&mut self, now_ms: u64) -> Vec<CallEvent> {
+        let due: Vec<String> = self
+            .summary_ends
+            .iter()
+            .filter(|(_, (at_ms, _))| now_ms.saturating_sub(*at_ms) >= SUMMARY_END_GRACE_MS)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        let mut ends = Vec::new();
+        for sid in due {
+            let Some((_, end)) = self.summary_ends.remove(&sid) else {
+                continue;
+            };
+            if self.calls.remove(&sid).is_some() {
+                self.last_turn.remove(&sid);
+                self.ended_by_summary.insert(sid, now_ms);
+                ends.push(end);
+            }
+        }
+        ends
     }
 
     /// Forgets calls not heard of for `stale_after_ms` (their `CallEnded` was lost, e.g. the
@@ -353,38 +385,70 @@ mod tests {
         assert!(live.snapshot(Some(SID)).is_empty());
     }
 
-    #[test]
-    fn a_call_ended_from_its_summary_ignores_its_late_events() {
-        let mut live = LiveCalls::new();
-        let _ = live.handle_event(&started(), 1);
-        assert!(
-            !live.end_from_summary("CA_UNKNOWN", 2),
-            "not live: nothing to end"
-        );
-        assert!(live.end_from_summary(SID, 2));
-        assert!(live.is_empty());
-        assert!(!live.end_from_summary(SID, 3), "ended once");
-        // A late line of the call does not bring it back; its own end closes the matter.
-        let late = CallEvent::Transcript {
-            call_sid: SID.into(),
-            text: "late".into(),
-            is_final: true,
-        };
-        assert!(live.handle_event(&late, 4).stale);
-        assert!(live.is_empty());
-        let ended = CallEvent::CallEnded {
+    fn ended(duration_ms: u64) -> CallEvent {
+        CallEvent::CallEnded {
             call_sid: SID.into(),
             end_reason: call::EndReason::Stopped,
-            duration_ms: 5,
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn a_summary_ends_a_call_whose_own_end_never_comes_after_a_grace_period() {
+        let mut live = LiveCalls::new();
+        let _ = live.handle_event(&started(), 1);
+        live.note_summary_end(ended(5), 10);
+        // The call's last lines, still on their way to the console, are shown as usual.
+        let late = CallEvent::Transcript {
+            call_sid: SID.into(),
+            text: "last words".into(),
+            is_final: true,
         };
-        assert!(live.handle_event(&ended, 5).stale);
-        // After that the sid is an ordinary one again.
-        assert!(!live.handle_event(&started(), 6).stale);
+        assert!(!live.handle_event(&late, 20).stale);
+        assert!(
+            live.due_summary_ends(10 + SUMMARY_END_GRACE_MS - 1)
+                .is_empty()
+        );
         assert_eq!(live.len(), 1);
-        // Ended calls are remembered for a minute only.
-        assert!(live.end_from_summary(SID, 7));
-        let _ = live.handle_tick(7 + ENDED_MEMORY_MS, u64::MAX);
-        assert!(!live.handle_event(&late, 8 + ENDED_MEMORY_MS).stale);
+        // Its own end never came: the summary's end is shown, once.
+        let at = 10 + SUMMARY_END_GRACE_MS;
+        assert_eq!(live.due_summary_ends(at), vec![ended(5)]);
+        assert!(live.is_empty());
+        assert!(live.due_summary_ends(at + 1).is_empty());
+        // Events arriving after that do not bring it back; its own end closes the matter.
+        assert!(live.handle_event(&late, at + 2).stale);
+        assert!(live.is_empty());
+        assert!(live.handle_event(&ended(5), at + 3).stale);
+        assert!(!live.handle_event(&started(), at + 4).stale);
+        assert_eq!(live.len(), 1);
+        // Calls ended that way are remembered for a minute only.
+        live.note_summary_end(ended(6), at + 5);
+        assert_eq!(
+            live.due_summary_ends(at + 5 + SUMMARY_END_GRACE_MS).len(),
+            1
+        );
+        let _ = live.handle_tick(at + 5 + SUMMARY_END_GRACE_MS + ENDED_MEMORY_MS, u64::MAX);
+        assert!(
+            !live
+                .handle_event(&late, at + 6 + SUMMARY_END_GRACE_MS + ENDED_MEMORY_MS)
+                .stale
+        );
+    }
+
+    #[test]
+    fn a_call_whose_own_end_comes_through_is_ended_once() {
+        let mut live = LiveCalls::new();
+        let _ = live.handle_event(&started(), 1);
+        live.note_summary_end(ended(5), 2);
+        assert!(
+            !live.handle_event(&ended(5), 3).stale,
+            "the call's own end is shown"
+        );
+        assert!(live.is_empty());
+        assert!(live.due_summary_ends(2 + SUMMARY_END_GRACE_MS).is_empty());
+        // A summary of a call not shown is not kept.
+        live.note_summary_end(ended(5), 4);
+        assert!(live.due_summary_ends(4 + SUMMARY_END_GRACE_MS).is_empty());
     }
 
     #[test]
