@@ -238,11 +238,6 @@ impl<W: Write + Seek> StereoWavRecorder<W> {
         self.timeline.duration_ms()
     }
 
-    /// The sink, e.g. to flush a buffer of its own. Writing to it directly corrupts the WAV.
-    pub fn sink_mut(&mut self) -> &mut W {
-        self.writer.sink_mut()
-    }
-
     /// Writes out everything buffered, patches the header with the real length and returns
     /// the sink.
     ///

@@ -332,11 +332,6 @@ impl<W: Write + Seek> MulawWavWriter<W> {
         Ok(())
     }
 
-    /// The sink, e.g. to flush a buffer of its own. Writing to it directly corrupts the WAV.
-    pub fn sink_mut(&mut self) -> &mut W {
-        &mut self.sink
-    }
-
     /// Audio bytes written so far.
     #[must_use]
     pub fn data_bytes(&self) -> u64 {
