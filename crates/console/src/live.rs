@@ -90,7 +90,7 @@ pub struct EventEffect {
     /// The event opened a new agent turn of this kind (`greeting`, `reply`, ...).
     pub new_turn_kind: Option<&'static str>,
     /// The event belongs to a call already ended from its summary
-    /// ([`LiveCalls::end_from_summary`]): not to be counted or shown again.
+    /// ([`LiveCalls::due_summary_ends`]): not to be counted or shown again.
     pub stale: bool,
 }
 
@@ -217,24 +217,19 @@ impl LiveCalls {
     /// `CallEnded`, and returns those ends to be shown and counted. Their late events, if any,
     /// are ignored from then on.
     pub fn due_summary_ends(&mut self, now_ms: u64) -> Vec<CallEvent> {
-        let due: Vec<String> = self
-            .summary_ends
-            .iter()
-            .filter(|(_, (at_ms, _))| now_ms.saturating_sub(*at_ms) >= SUMMARY_END_GRACE_MS)
-            .map(|(sid, _)| sid.clone())
-            .collect();
-        let mut ends = Vec::new();
-        for sid in due {
-            let Some((_, end)) = self.summary_ends.remove(&sid) else {
-                continue;
-            };
-            if self.calls.remove(&sid).is_some() {
+        let (due, waiting): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.summary_ends)
+                .into_iter()
+                .partition(|(_, (at_ms, _))| now_ms.saturating_sub(*at_ms) >= SUMMARY_END_GRACE_MS);
+        self.summary_ends = waiting;
+        due.into_iter()
+            .filter_map(|(sid, (_, end))| {
+                self.calls.remove(&sid)?;
                 self.last_turn.remove(&sid);
                 self.ended_by_summary.insert(sid, now_ms);
-                ends.push(end);
-            }
-        }
-        ends
+                Some(end)
+            })
+            .collect()
     }
 
     /// Forgets calls not heard of for `stale_after_ms` (their `CallEnded` was lost, e.g. the

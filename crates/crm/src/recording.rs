@@ -965,12 +965,12 @@ impl SpoolWorker {
         // (and the calls' sends need not wake it: nobody waits on the channel meanwhile).
         while let Ok(job) = jobs.recv() {
             self.handle_job(job);
-            let mut handled = 1;
+            let mut busy = false;
             while let Ok(job) = jobs.try_recv() {
                 self.handle_job(job);
-                handled += 1;
+                busy = true;
             }
-            if handled > 1 {
+            if busy {
                 std::thread::sleep(SPOOL_BUSY_PAUSE);
             }
         }
