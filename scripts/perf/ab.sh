@@ -60,6 +60,8 @@ r = json.load(open(sys.argv[1])); s = r["server"]
 print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call), RSS %.1f KiB/call"
       % (s["cpu_percent"], s["cpu_percent_per_call"], s["rss_per_call_kib"]),
       "| pacing p99", r["pacing"]["p99_ms"], "ms, agent jitter p99", r["agent_frame_jitter"]["p99_ms"],
+      "ms, crmd send lateness p50/p99", (r.get("server_send_lateness") or {}).get("p50_ms"), "/",
+      (r.get("server_send_lateness") or {}).get("p99_ms"),
       "ms, barge-in p95", r["barge_in_latency"]["p95_ms"], "ms, turn p50", r["turn_latency"]["p50_ms"],
       "ms, webhook p50/p99", r.get("webhook", {}).get("p50_ms"), "/", r.get("webhook", {}).get("p99_ms"),
       "ms | machine busy %.0f %% (other %.0f %%)" % (r["machine_busy_percent"] or 0, r["other_processes_percent"] or 0),

@@ -6,7 +6,9 @@
 # environment (e.g. RECORDINGS_DIR= for recording off). Starts a stand-in and crmd under
 # `valgrind --tool=callgrind` on free loopback ports, places one warm-up call (it pays for
 # preparing SQLite statements), zeroes the counters, places the measured call, dumps, stops both
-# (by pid) and prints the total. Output stays in target/perf/callgrind/LABEL/.
+# (by pid) and prints the total. Output stays in target/perf/callgrind/LABEL/. Admission control
+# is off (OVERLOAD_LAG_MS=0): under valgrind every timer runs late, and crmd would refuse the
+# call as overloaded.
 set -eu
 BIN=$1; LABEL=$2; shift 2
 cd "$(dirname "$0")/../.."
@@ -17,7 +19,7 @@ SP=$(free_port); CP=$(free_port)
 SPID=$!
 sleep 0.5
 env PORT="$CP" DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \
-  GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info "$@" \
+  GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info OVERLOAD_LAG_MS=0 "$@" \
   valgrind --tool=callgrind "$BIN/crmd" > crmd.log 2>&1 &
 CPID=$!
 trap 'kill $CPID $SPID 2>/dev/null || true' EXIT

@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -141,6 +142,7 @@ def format_ns(ns):
 
 def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every, call_seconds=None):
     standin_port, crmd_port = free_port(), free_port()
+    api_token = "perf-" + secrets.token_hex(16)
     standin_log = open(workdir / f"standin-{calls}.log", "w")
     crmd_log = open(workdir / f"crmd-{calls}.log", "w")
     standin = subprocess.Popen(
@@ -158,6 +160,9 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
         "GOOGLE_TTS_ENDPOINT": f"http://127.0.0.1:{standin_port}",
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "RUST_LOG": crmd_log_level,
+        # A token of this step's own, so callsim can read crmd's /metrics (backlogs, crmd's own
+        # send lateness); it is passed by environment and never printed.
+        "CRMD_API_TOKEN": api_token,
     })
     crmd = None
     try:
@@ -186,7 +191,7 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
             command += ["--call-seconds", str(call_seconds)]
         log("$ " + " ".join(str(c) for c in command))
         result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
-                                env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN})
+                                env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CRMD_API_TOKEN": api_token})
         report = json.loads(result.stdout)
         report["crmd_readiness"] = readiness
         report["crmd_version"] = version
@@ -207,6 +212,10 @@ def misses(report):
     p99 = report["pacing"]["p99_ms"]
     if p99 is None or p99 > TARGETS["pacing_p99_ms"]:
         missed.append(f"pacing p99 {ms(p99)} ms > 5 ms")
+    # The "outbound frame pacing jitter seen by the simulator": crmd's agent audio.
+    jitter = report["agent_frame_jitter"]["p99_ms"]
+    if jitter is not None and jitter > TARGETS["pacing_p99_ms"]:
+        missed.append(f"agent jitter p99 {ms(jitter)} ms > 5 ms")
     if report["frames_dropped"] > 0:
         missed.append(f"{report['frames_dropped']} frames dropped")
     crmd = report.get("server")
@@ -310,19 +319,21 @@ def render_load(reports, stopped_because, args):
     lines.append("")
     lines.append("| calls | placed | refused busy | set-up errors | WS errors | greeting p50 / p95 ms | turn p50 / p95 ms | "
                  "barge-in p95 ms | pacing p50 / p99 / max ms | late / dropped frames | agent jitter p99 ms | "
+                 "crmd send lateness p50 / p99 ms | "
                  "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | machine busy (other processes) | "
                  "load avg before | targets missed |")
-    lines.append("|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         g, t, b, p, j = r["greeting"], r["turn_latency"], r["barge_in_latency"], r["pacing"], r["agent_frame_jitter"]
         crmd = r.get("server")
+        send = r.get("server_send_lateness") or {}
         rss = f"{crmd['rss_per_call_kib']:.1f} KiB" if crmd else "-"
         lines.append(
             f"| {r['calls_requested']} | {r['calls_placed']} | {r.get('calls_refused', 0)} | "
             f"{sum(r['setup_errors'].values())} | {r['ws_errors']} | "
             f"{ms(g['p50_ms'])} / {ms(g['p95_ms'])} | {ms(t['p50_ms'])} / {ms(t['p95_ms'])} | {ms(b['p95_ms'])} | "
             f"{ms(p['p50_ms'])} / {ms(p['p99_ms'])} / {ms(p['max_ms'])} | {r['frames_late']} / {r['frames_dropped']} | "
-            f"{ms(j['p99_ms'])} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
+            f"{ms(j['p99_ms'])} | {ms(send.get('p50_ms'))} / {ms(send.get('p99_ms'))} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
             f"{usage_cell(r.get('simulator'), False)} | {busy_cell(r)} | "
             f"{r.get('load_average_before', '-').split(' ')[0]} | "
             f"{'; '.join(r.get('targets_missed', [])) or 'none'} |")
@@ -347,7 +358,10 @@ def render_load(reports, stopped_because, args):
                  "redials 5 s later); *greeting* = `start` -> first agent audio; *turn* = caller's last voiced frame -> "
                  "first agent audio of the reply; *barge-in* = caller onset over playing agent audio -> `clear`; "
                  "*pacing* = lateness of each caller frame against its 20 ms slot (simulator side); *agent "
-                 "jitter* = lateness of agent frames against the reply's real-time schedule; CPU is % of one "
+                 "jitter* = lateness of agent frames against the reply's real-time schedule, as the simulator "
+                 "reads them (crmd's lateness plus the simulator's own delay in reading); *crmd send lateness* = "
+                 "how late crmd itself released the agent audio it was pacing, per socket write "
+                 "(`crmd_media_out_lateness_seconds` on its `/metrics`, over the steady window); CPU is % of one "
                  "core averaged over the steady window (all calls started + 2 s, to the end); RSS/call = (peak "
                  "in the window - before the first call) / calls; *machine busy* = all CPU time used on the machine "
                  "in % of one core (200 % = both cores), *other processes* = the part not used by crmd, the "

@@ -25,6 +25,7 @@ pub mod load;
 pub mod metrics;
 pub mod procstat;
 pub mod protocol;
+pub mod scrape;
 pub mod session;
 pub mod steps;
 pub mod twiml;

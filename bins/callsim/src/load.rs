@@ -13,6 +13,7 @@ use crate::audio::{CallerClip, silence_payload_base64};
 use crate::call::{CallError, CallOptions, new_identity, run_call};
 use crate::metrics::{Histogram, Summary};
 use crate::procstat::{self, ProcSample};
+use crate::scrape::{PromHistogram, ServerSendLateness};
 use crate::session::{CallPlan, Ending};
 use crate::steps::Step;
 use crate::twiml::TwimlError;
@@ -191,6 +192,9 @@ pub struct LoadReport {
     /// The server's own backlogs, read from its `/metrics` at each sample (with
     /// [`LoadOptions::api_token`]; `None` when not read or not served).
     pub server_backlog: ServerBacklog,
+    /// How late the server itself sent agent audio over the steady window, from its
+    /// `/metrics` (with [`LoadOptions::api_token`]; `None` when not read or not served).
+    pub server_send_lateness: Option<ServerSendLateness>,
 }
 
 /// Largest backlogs the server reported on `/metrics` over the run.
@@ -234,6 +238,9 @@ fn gauge(metrics: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The server's histogram of its own lateness in sending agent audio.
+const SEND_LATENESS_METRIC: &str = "crmd_media_out_lateness_seconds";
+
 /// Bound on one `/metrics` read: a slow server delays a sample, never the run.
 const METRICS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -269,6 +276,7 @@ struct Samples {
     machine: Vec<(Instant, u64, u64)>,
     live: Vec<(Instant, u32)>,
     backlog: ServerBacklog,
+    send_lateness: Vec<(Instant, PromHistogram)>,
 }
 
 fn usage(
@@ -372,6 +380,9 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                     && let Ok(text) = response.text().await
                 {
                     samples.backlog.record(&text);
+                    if let Some(h) = PromHistogram::parse(&text, SEND_LATENESS_METRIC) {
+                        samples.send_lateness.push((Instant::now(), h));
+                    }
                 }
             }
             samples
@@ -480,6 +491,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         machine_busy_percent: None,
         other_processes_percent: None,
         server_backlog: ServerBacklog::default(),
+        server_send_lateness: None,
     };
     for task in tasks {
         let outcomes = match task.await {
@@ -573,6 +585,17 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         window = (run_start, Instant::now());
     }
     report.steady_window_s = window.1.saturating_duration_since(window.0).as_secs_f64();
+    let lateness_in_window: Vec<&PromHistogram> = samples
+        .send_lateness
+        .iter()
+        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
+        .map(|(_, h)| h)
+        .collect();
+    if let (Some(first), Some(last)) = (lateness_in_window.first(), lateness_in_window.last()) {
+        report.server_send_lateness = last
+            .since(first)
+            .map(|w| ServerSendLateness::from_window(&w));
+    }
     let live_in_window = samples
         .live
         .iter()

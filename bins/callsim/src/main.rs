@@ -340,6 +340,16 @@ fn print_load_report(r: &LoadReport) {
         "agent frame jitter    {}  ({} playback underruns, {:.0} s agent audio)",
         r.agent_frame_jitter, r.playback_underruns, r.agent_audio_s
     );
+    if let Some(l) = &r.server_send_lateness {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "server send lateness  p50 {} / p99 {} / mean {} ms over {} paced writes (the server's own share, from its /metrics)",
+            ms(l.p50_ms),
+            ms(l.p99_ms),
+            ms(l.mean_ms),
+            l.sends
+        );
+    }
     println!(
         "protocol errors {}, callback errors {}",
         r.protocol_errors, r.callback_errors

@@ -125,6 +125,9 @@ pub fn build(
     let depth_writer = writer.clone();
     let runtime_lag = edge::admission::spawn_runtime_lag_monitor(RUNTIME_LAG_PERIOD);
     let lag_reader = Arc::clone(&runtime_lag);
+    // Written by every call, read by `/metrics` (stays empty in offline-fallback mode, where no
+    // audio is paced).
+    let media_lateness = Arc::new(call::MediaLateness::default());
     let (console, _console_task) = console::Console::spawn(
         &events,
         console::ConsoleOptions {
@@ -143,6 +146,7 @@ pub fn build(
             runtime_lag_us: Some(Arc::new(move || {
                 usize::try_from(lag_reader.smoothed().as_micros()).unwrap_or(usize::MAX)
             })),
+            media_out_lateness: Some(Arc::clone(&media_lateness)),
             ..console::ConsoleOptions::default()
         },
     );
@@ -240,6 +244,7 @@ pub fn build(
         .validate()
         .map_err(|e| invalid("EOU_MS", e.to_string()))?;
     deps.recording_format = config.recording_format;
+    deps.media_lateness = Some(media_lateness);
     if let Some(dir) = deps.recordings_dir.clone() {
         finish_leftover_recordings(dir, writer.clone(), config.recording_format);
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use callsim::audio::{CallerClip, silence_payload_base64};
 use callsim::call::{CallOptions, Target, call_plan, http_client, new_identity, run_call};
+use callsim::load::{LoadOptions, run_load};
 use callsim::session::Ending;
 use callsim::steps::Step;
 use speech_standin::{StandinOptions, ToneVoice};
@@ -226,6 +227,13 @@ async fn a_live_call_through_the_binary_is_answered_recorded_and_stored() {
         metrics.contains("crmd_turns_total{kind=\"greeting\"} 1"),
         "{metrics}"
     );
+    // The call timed its own paced sends (the greeting and the reply outlast the first burst).
+    let paced_sends: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("crmd_media_out_lateness_seconds_count "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no media lateness count in {metrics}"));
+    assert!(paced_sends > 0, "{metrics}");
 
     // Every call-path log line carries the call id.
     crmd.wait_for_line("call session finished", Duration::from_secs(10))
@@ -451,4 +459,42 @@ async fn an_llm_responder_answers_a_live_call_through_the_binary() {
         "{detail:?}"
     );
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_reads_the_servers_own_send_lateness_from_its_metrics() {
+    let speech_addr = start_speech_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let crmd = start_crmd(&dir, speech_addr, &[]);
+    wait_until_live(&crmd).await;
+    let mut call =
+        CallOptions::new(Target::parse(&format!("http://127.0.0.1:{}", crmd.port)).unwrap());
+    call.auth_token = Some(AUTH_TOKEN.to_owned());
+    let report = run_load(LoadOptions {
+        call,
+        calls: 4,
+        ramp: Duration::from_secs(1),
+        duration: Duration::from_secs(8),
+        server_pid: Some(crmd.child.id()),
+        standin_pid: None,
+        clips: vec![Arc::new(CallerClip::tone(QUESTION))],
+        barge_in_every: 0,
+        sample_every: Duration::from_millis(200),
+        redial: true,
+        call_length: None,
+        api_token: Some(API_TOKEN.to_owned()),
+    })
+    .await;
+    assert_eq!(report.calls_connected, 4, "{report:?}");
+    // Greetings and replies were paced through the steady window; crmd timed its own writes
+    // and callsim read them from /metrics (no figure is asserted: this is a shared test box).
+    let lateness = report.server_send_lateness.expect("read from /metrics");
+    assert!(lateness.sends > 0, "{lateness:?}");
+    assert!(
+        lateness.p50_ms.is_some() && lateness.p99_ms.is_some(),
+        "{lateness:?}"
+    );
+    assert!(report.server_backlog.samples > 0, "{report:?}");
+    let (exit, log) = stop_gracefully(crmd).await;
+    assert_eq!(exit.code(), Some(0), "{log}");
 }

@@ -29,8 +29,8 @@ mod rest;
 mod transport;
 
 pub use driver::{
-    CallDeps, CallEvent, CallSettings, CallSummary, EndReason, Outgoing, Pacer, TurnLatency,
-    TurnSummary, run_call,
+    CallDeps, CallEvent, CallSettings, CallSummary, EndReason, MEDIA_LATENESS_BUCKETS_US,
+    MediaLateness, MediaLatenessCounts, Outgoing, Pacer, TurnLatency, TurnSummary, run_call,
 };
 pub use responder::{
     AwaitedInput, CallContext, CallerInput, Channel, FixedLines, HistorySpeaker, HistoryTurn,

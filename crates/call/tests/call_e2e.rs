@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use call::{CallEvent, EndReason, HangupOutcome, ResponderEffect};
+use call::{CallEvent, EndReason, HangupOutcome, MEDIA_LATENESS_BUCKETS_US, ResponderEffect};
 use common::*;
 
 const OPENING_HOURS_1: &str = "We're open Sunday to Thursday from 8 in the morning to 6 in the evening, and on Friday until 1 in the afternoon.";
@@ -313,6 +313,24 @@ async fn a_long_reply_is_synthesized_just_ahead_of_playback_and_plays_without_ga
         .max()
         .unwrap();
     assert!(widest <= Duration::from_millis(250), "gap of {widest:?}");
+    // The server timed its own sends: one observation per 100 ms burst it waited for (the
+    // first burst of each reply leaves at once and is not timed), none later than that gap.
+    let lateness = h.deps.media_lateness.as_ref().unwrap().counts();
+    let bursts = frames_for_ms(6_000) / 5;
+    assert!(
+        lateness.count >= bursts as u64 - 5 && lateness.count <= bursts as u64 * 2,
+        "{lateness:?}"
+    );
+    let last_within_250ms = MEDIA_LATENESS_BUCKETS_US
+        .iter()
+        .position(|bound| *bound == 250_000)
+        .unwrap();
+    assert!(
+        lateness.buckets[last_within_250ms + 1..]
+            .iter()
+            .all(|n| *n == 0),
+        "{lateness:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,10 @@ pub struct ConsoleOptions {
     /// The async runtime's smoothed timer lateness in microseconds, for
     /// `crmd_runtime_lag_microseconds` (omitted when `None`).
     pub runtime_lag_us: Option<DepthProbe>,
+    /// How late calls send their agent audio, for the `crmd_media_out_lateness_seconds`
+    /// histogram (omitted when `None`): the same [`call::MediaLateness`] as the calls'
+    /// `CallDeps::media_lateness`.
+    pub media_out_lateness: Option<Arc<call::MediaLateness>>,
     /// Events buffered per browser; a browser further behind loses events (counted) and is
     /// told to resynchronise. Calls never wait for browsers.
     pub per_browser_buffer: usize,
@@ -48,6 +52,7 @@ impl Default for ConsoleOptions {
             db_queue_depth: None,
             recordings_pending_encode: None,
             runtime_lag_us: None,
+            media_out_lateness: None,
             per_browser_buffer: 1024,
             stale_call_after: Duration::from_secs(3600),
         }
@@ -64,6 +69,7 @@ impl fmt::Debug for ConsoleOptions {
                 &self.recordings_pending_encode.is_some(),
             )
             .field("runtime_lag_us", &self.runtime_lag_us.is_some())
+            .field("media_out_lateness", &self.media_out_lateness.is_some())
             .field("per_browser_buffer", &self.per_browser_buffer)
             .field("stale_call_after", &self.stale_call_after)
             .finish()
@@ -338,6 +344,12 @@ impl Console {
                 .runtime_lag_us
                 .as_ref()
                 .map(|probe| probe()),
+            media_out_lateness: self
+                .inner
+                .options
+                .media_out_lateness
+                .as_ref()
+                .map(|lateness| lateness.counts()),
         };
         self.inner.metrics.render(gauges)
     }

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use call::{CallEvent, CallSummary, EndReason, TurnLatency};
+use call::{
+    CallEvent, CallSummary, EndReason, MEDIA_LATENESS_BUCKETS_US, MediaLatenessCounts, TurnLatency,
+};
 
 /// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implied.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
@@ -171,6 +173,8 @@ pub struct ScrapeGauges {
     pub recordings_pending_encode: Option<usize>,
     /// The async runtime's smoothed timer lateness (µs), when a probe is configured.
     pub runtime_lag_us: Option<usize>,
+    /// How late calls have sent their agent audio, when configured.
+    pub media_out_lateness: Option<MediaLatenessCounts>,
 }
 
 impl Metrics {
@@ -420,8 +424,30 @@ impl Metrics {
                 &format!("stage=\"{stage}\""),
             );
         }
+        if let Some(lateness) = gauges.media_out_lateness {
+            render_media_lateness(&mut out, &lateness);
+        }
         out
     }
+}
+
+/// `crmd_media_out_lateness_seconds`, from the calls' shared [`call::MediaLateness`].
+fn render_media_lateness(out: &mut String, lateness: &MediaLatenessCounts) {
+    const NAME: &str = "crmd_media_out_lateness_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {NAME} How late agent audio left against its pacing deadline, per socket write the call had to wait for (the server's own share of outbound jitter).\n# TYPE {NAME} histogram"
+    );
+    let mut cumulative = 0;
+    for (bound_us, count) in MEDIA_LATENESS_BUCKETS_US.iter().zip(lateness.buckets) {
+        cumulative += count;
+        let bound = *bound_us as f64 / 1e6;
+        let _ = writeln!(out, "{NAME}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += lateness.buckets[MEDIA_LATENESS_BUCKETS_US.len()];
+    let _ = writeln!(out, "{NAME}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{NAME}_sum {}", lateness.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{NAME}_count {cumulative}");
 }
 
 #[cfg(test)]
@@ -517,6 +543,13 @@ mod tests {
             db_queue_depth: Some(7),
             recordings_pending_encode: Some(2),
             runtime_lag_us: Some(1500),
+            media_out_lateness: Some({
+                let lateness = call::MediaLateness::default();
+                for us in [300, 1_200, 1_800, 40_000] {
+                    lateness.record(std::time::Duration::from_micros(us));
+                }
+                lateness.counts()
+            }),
         });
         assert_eq!(line(&text, "crmd_calls_total "), ["crmd_calls_total 1"]);
         assert_eq!(line(&text, "crmd_calls_active "), ["crmd_calls_active 3"]);
@@ -531,6 +564,26 @@ mod tests {
         assert_eq!(
             line(&text, "crmd_runtime_lag_microseconds "),
             ["crmd_runtime_lag_microseconds 1500"]
+        );
+        assert_eq!(
+            line(&text, "crmd_media_out_lateness_seconds"),
+            [
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.0005\"} 1",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.001\"} 1",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.002\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.003\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.005\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.0075\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.01\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.02\"} 3",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.05\"} 4",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.1\"} 4",
+                "crmd_media_out_lateness_seconds_bucket{le=\"0.25\"} 4",
+                "crmd_media_out_lateness_seconds_bucket{le=\"1\"} 4",
+                "crmd_media_out_lateness_seconds_bucket{le=\"+Inf\"} 4",
+                "crmd_media_out_lateness_seconds_sum 0.0433",
+                "crmd_media_out_lateness_seconds_count 4",
+            ]
         );
         assert_eq!(
             line(&text, "crmd_turns_total{"),

@@ -9,6 +9,7 @@ use speech::{SpeechError, SttClient, TtsClient};
 use tokio::sync::broadcast;
 use turn::TurnConfig;
 
+use super::lateness::MediaLateness;
 use super::report::CallEvent;
 use crate::responder::{Responder, SentenceSplitter};
 use crate::rest::TwilioRest;
@@ -86,6 +87,9 @@ pub struct CallDeps {
     pub recordings_dir: Option<PathBuf>,
     /// What the spool becomes after the call: encoded to `<CallSid>.ogg` (the default) or kept.
     pub recording_format: crm::recording::RecordingFormat,
+    /// Where every call adds how late it sent the agent audio it had to wait for (for
+    /// `/metrics`); `None` = not measured.
+    pub media_lateness: Option<Arc<MediaLateness>>,
 }
 
 impl fmt::Debug for CallDeps {
@@ -102,6 +106,7 @@ impl fmt::Debug for CallDeps {
             .field("settings", &self.settings)
             .field("recordings_dir", &self.recordings_dir)
             .field("recording_format", &self.recording_format)
+            .field("media_lateness", &self.media_lateness.is_some())
             .finish()
     }
 }
@@ -121,6 +126,7 @@ impl CallDeps {
             settings: CallSettings::default(),
             recordings_dir: None,
             recording_format: crm::recording::RecordingFormat::default(),
+            media_lateness: None,
         }
     }
 

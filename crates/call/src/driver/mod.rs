@@ -9,11 +9,13 @@
 //! through a bounded queue to its own encoder thread (a full queue drops and counts chunks).
 
 mod deps;
+mod lateness;
 mod pacer;
 mod report;
 mod session;
 
 pub use deps::{CallDeps, CallSettings};
+pub use lateness::{MEDIA_LATENESS_BUCKETS_US, MediaLateness, MediaLatenessCounts};
 pub use pacer::{Outgoing, Pacer};
 pub use report::{CallEvent, CallSummary, EndReason, TurnLatency, TurnSummary};
 pub use session::run_call;

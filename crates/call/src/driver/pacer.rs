@@ -68,6 +68,11 @@ pub struct Pacer {
     burst_until: Option<Instant>,
     run: Option<Run>,
     last_frame_plays_at: Option<Instant>,
+    /// When the message at the front falls due, as `poll_send` last told the driver (it
+    /// returned `None` for it): the wake-up the driver owes the pacer.
+    waiting_for: Option<Instant>,
+    /// How late the latest awaited message left (see [`Pacer::take_lateness`]).
+    lateness: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +103,8 @@ impl Pacer {
             burst_until: None,
             run: None,
             last_frame_plays_at: None,
+            waiting_for: None,
+            lateness: None,
         }
     }
 
@@ -197,6 +204,7 @@ impl Pacer {
         self.queue.clear();
         self.run = None;
         self.burst_until = None;
+        self.waiting_for = None;
         frames
     }
 
@@ -221,7 +229,11 @@ impl Pacer {
                     }
                 } else if !self.in_burst(due) {
                     self.run = Some(run);
+                    self.waiting_for = Some(due);
                     return None;
+                }
+                if let Some(awaited) = self.waiting_for.take() {
+                    self.lateness = Some(now.saturating_duration_since(awaited));
                 }
                 self.last_frame_plays_at = Some(run.playout_end());
                 self.run = Some(Run {
@@ -231,6 +243,19 @@ impl Pacer {
                 self.take_message()
             }
         }
+    }
+
+    /// How late the driver released the latest message it had to wait for: the time between
+    /// the deadline [`poll_send`](Self::poll_send) left it waiting for (what
+    /// [`poll_timeout`](Self::poll_timeout) said) and the `now` it was finally sent at. Only
+    /// messages the driver was told to wait for are timed: not one sent as soon as it was
+    /// queued (the start of a reply, audio that came late from synthesis) and not the rest of
+    /// a burst. `None` when no such message left since the last call; taking resets it.
+    ///
+    /// This is the server's own share of the outbound jitter a caller hears: the async
+    /// runtime's lateness in waking the call, plus the time to reach this call.
+    pub fn take_lateness(&mut self) -> Option<Duration> {
+        self.lateness.take()
     }
 
     /// Whether a message due at `due` belongs to the burst being sent.
@@ -604,5 +629,68 @@ mod tests {
         let times = send_times(&mut p, later, 100);
         let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![0, 0, 0, 0, 0, 20, 40, 60, 80, 100]);
+    }
+
+    /// Sends everything due at `now`; returns how many media messages left.
+    fn send_due(p: &mut Pacer, now: Instant) -> usize {
+        let mut sent = 0;
+        while let Some(item) = p.poll_send(now) {
+            sent += usize::from(matches!(item, Outgoing::Media { .. }));
+        }
+        sent
+    }
+
+    #[test]
+    fn lateness_is_timed_from_the_deadline_the_driver_was_given() {
+        let ms = Duration::from_millis;
+        let mut p = Pacer::new(ms(80));
+        let start = Instant::now();
+        p.push_audio(TurnId(1), &audio(1_000));
+        // The lead leaves as soon as it is queued: nothing was awaited, nothing is timed.
+        assert_eq!(send_due(&mut p, start), 5);
+        assert_eq!(p.take_lateness(), None);
+        // Woken exactly at the next deadline: on time.
+        let due = p.poll_timeout(start).unwrap();
+        assert_eq!(due, start + ms(20));
+        assert_eq!(send_due(&mut p, due), 1);
+        assert_eq!(p.take_lateness(), Some(Duration::ZERO));
+        assert_eq!(p.take_lateness(), None, "taking resets it");
+        // An early wake-up sends nothing and times nothing; one 7 ms late is 7 ms late.
+        let due = p.poll_timeout(due).unwrap();
+        assert_eq!(send_due(&mut p, due - ms(3)), 0);
+        assert_eq!(p.take_lateness(), None);
+        assert_eq!(send_due(&mut p, due + ms(7)), 1);
+        assert_eq!(p.take_lateness(), Some(ms(7)));
+        // After a clear, the next reply's start is not late, however long the wait was.
+        let due = p.poll_timeout(due + ms(7)).unwrap();
+        assert!(send_due(&mut p, due - ms(1)) == 0 && p.clear() > 0);
+        p.push_audio(TurnId(2), &audio(100));
+        assert_eq!(send_due(&mut p, due + ms(500)), 5);
+        assert_eq!(p.take_lateness(), None);
+    }
+
+    #[test]
+    fn audio_late_from_synthesis_and_the_rest_of_a_burst_are_not_timed() {
+        let ms = Duration::from_millis;
+        let mut p = Pacer::new(ms(80)).with_burst(ms(100));
+        let start = Instant::now();
+        p.push_audio(TurnId(1), &audio(100));
+        assert_eq!(send_due(&mut p, start), 5);
+        assert_eq!(p.take_lateness(), None);
+        // The queue ran dry while Twilio still plays: the next sentence comes 30 ms after it
+        // was due and leaves at once. The pacer never asked to be woken for it.
+        let first_due = start + ms(20);
+        p.push_audio(TurnId(1), &audio(300));
+        let arrived = first_due + ms(30);
+        // Two of its messages are due by now and two more fall in the burst that began at
+        // `start`: all four leave at once.
+        assert_eq!(send_due(&mut p, arrived), 4);
+        assert_eq!(p.take_lateness(), None);
+        // The next burst is awaited: woken 2 ms late, its first message is 2 ms late and the
+        // five falling due within the 100 ms after the wake-up ride with it, not timed.
+        let due = p.poll_timeout(arrived).unwrap();
+        assert_eq!(due, start + ms(100));
+        assert_eq!(send_due(&mut p, due + ms(2)), 6);
+        assert_eq!(p.take_lateness(), Some(ms(2)));
     }
 }

@@ -1435,6 +1435,11 @@ impl Session {
                 }
             }
         }
+        if let Some(lateness) = self.pacer.take_lateness()
+            && let Some(stats) = &self.deps.media_lateness
+        {
+            stats.record(lateness);
+        }
         self.media_writer = Some(writer);
     }
 

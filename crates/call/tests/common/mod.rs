@@ -455,6 +455,7 @@ impl Harness {
         deps.events = Some(events_tx);
         let recordings_dir = dir.path().join("recordings");
         deps.recordings_dir = Some(recordings_dir.clone());
+        deps.media_lateness = Some(Arc::default());
         if let Some(configure) = options.configure {
             configure(&mut deps);
         }
