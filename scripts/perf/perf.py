@@ -468,7 +468,10 @@ either way, before/after: `[AB_RESPONDER=llm] [RECORDINGS_DIR=] [RECORDING_FORMA
 a call (encoding its recording) happens inside the measured window; ab.sh also prints the encoding
 left after the load, and the largest backlogs crmd's `/metrics` showed during it (CRM writes queued,
 recordings waiting for encoding: `callsim load` samples them when given the server's
-`CRMD_API_TOKEN`, and reports them as `server_backlog`).
+`CRMD_API_TOKEN`, and reports them as `server_backlog`). With the token, callsim also reads how late
+crmd itself sent the agent audio it paced over the steady window (`crmd_media_out_lateness_seconds`,
+reported as `server_send_lateness`), which tells crmd's share of the agent jitter from the
+simulator's own delay in reading it.
 """
 
 
