@@ -15,8 +15,13 @@
 # turns recording off. A recording is spooled as WAV during the call and encoded to Ogg Opus
 # after it, so most encoding happens once the load has ended: the script then waits for the
 # spools to be encoded and prints crmd's CPU time for that, per second of recorded call.
+# AB_CRMD_CPUS and AB_LOAD_CPUS (taskset CPU lists, e.g. 0-1 and 2-3) run crmd, and the stand-in
+# with callsim, on CPUs of their own: how crmd does without the load generator on its cores
+# (on a machine with more cores than crmd is given).
 set -eu
 BIN=$1; N=$2; LABEL=$3
+CRMD_PIN=${AB_CRMD_CPUS:+taskset -c $AB_CRMD_CPUS}
+LOAD_PIN=${AB_LOAD_CPUS:+taskset -c $AB_LOAD_CPUS}
 cd "$(dirname "$0")/../.."
 D=$PWD/target/perf/ab/$LABEL-$N; rm -rf "$D"; mkdir -p "$D"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -27,7 +32,7 @@ if [ "${AB_RESPONDER:-scripted}" = llm ]; then
 else
   set --
 fi
-"$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 "$@" > "$D/standin.log" 2>&1 &
+$LOAD_PIN "$BIN/speech-standin" --listen 127.0.0.1:"$SP" --stats-every-s 0 "$@" > "$D/standin.log" 2>&1 &
 SPID=$!
 sleep 0.5
 RECORDINGS_DIR=${RECORDINGS_DIR-$D/recordings}; export RECORDINGS_DIR
@@ -35,11 +40,11 @@ RECORDINGS_DIR=${RECORDINGS_DIR-$D/recordings}; export RECORDINGS_DIR
 CRMD_API_TOKEN=ab-$(python3 -c 'import secrets; print(secrets.token_hex(16))'); export CRMD_API_TOKEN
 PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://127.0.0.1:$SP" \
   GOOGLE_TTS_ENDPOINT="http://127.0.0.1:$SP" TWILIO_AUTH_TOKEN=t RUST_LOG=info \
-  "$BIN/crmd" > "$D/crmd.log" 2>&1 &
+  $CRMD_PIN "$BIN/crmd" > "$D/crmd.log" 2>&1 &
 CPID=$!
 trap 'kill $CPID $SPID 2>/dev/null || true' EXIT
 sleep 1.5
-TWILIO_AUTH_TOKEN=t "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp 8 \
+TWILIO_AUTH_TOKEN=t $LOAD_PIN "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp 8 \
   --duration "${AB_DURATION:-25}" --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial ${AB_CALL_SECONDS:+--call-seconds "$AB_CALL_SECONDS"} --json > "$D/load.json"
 # Deferred encoding: crmd's CPU from the end of the load until no spool is left (at most 300 s).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$CPID/stat"; }

@@ -364,7 +364,9 @@ def render_load(reports, stopped_because, args):
                  "(`crmd_media_out_lateness_seconds` on its `/metrics`, over the steady window); CPU is % of one "
                  "core averaged over the steady window (all calls started + 2 s, to the end); RSS/call = (peak "
                  "in the window - before the first call) / calls; *machine busy* = all CPU time used on the machine "
-                 "in % of one core (200 % = both cores), *other processes* = the part not used by crmd, the "
+                 "in % of one core (200 % = both cores; the wall time of every CPU less their idle time, as "
+                 "`/proc/stat`'s busy fields miss work in bursts shorter than a tick), *other processes* = the "
+                 "part not used by crmd, the "
                  "stand-in or the simulator (other work sharing the machine). Full JSON reports: "
                  "`target/perf/load-N.json`.")
     return "\n".join(lines) + "\n"

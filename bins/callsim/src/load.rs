@@ -78,7 +78,7 @@ pub struct ProcessUsage {
 /// What the machine is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
-    /// Logical CPUs available.
+    /// Logical CPUs of the machine (not only those this process may run on).
     pub cpus: usize,
     /// CPU model name.
     pub cpu_model: String,
@@ -99,7 +99,12 @@ impl Machine {
             .and_then(|rest| rest.split_once(':'))
             .map_or_else(|| "unknown".to_owned(), |(_, name)| name.trim().to_owned());
         Self {
-            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            // The machine's, as `/proc/stat` lists them: under `taskset` the simulator's own
+            // affinity would say fewer.
+            cpus: procstat::sample_machine().map_or_else(
+                |_| std::thread::available_parallelism().map_or(1, usize::from),
+                |(_, idle)| idle.cpus as usize,
+            ),
             cpu_model,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned()),
@@ -273,7 +278,7 @@ struct Samples {
     server: Vec<ProcSample>,
     standin: Vec<ProcSample>,
     simulator: Vec<ProcSample>,
-    machine: Vec<(Instant, u64, u64)>,
+    machine: Vec<(Instant, procstat::MachineIdle)>,
     live: Vec<(Instant, u32)>,
     backlog: ServerBacklog,
     send_lateness: Vec<(Instant, PromHistogram)>,
@@ -632,16 +637,16 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         calls,
         ticks_per_second,
     );
-    let machine: Vec<&(Instant, u64, u64)> = samples
+    let machine: Vec<&(Instant, procstat::MachineIdle)> = samples
         .machine
         .iter()
-        .filter(|(at, _, _)| *at >= window.0 && *at <= window.1)
+        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
         .collect();
     if let (Some(first), Some(last)) = (machine.first(), machine.last()) {
         let seconds = last.0.saturating_duration_since(first.0).as_secs_f64();
-        if seconds > 0.0 {
-            let busy = last.1.saturating_sub(first.1) as f64 / ticks_per_second as f64;
-            let busy_percent = busy / seconds * 100.0;
+        if let Some(busy_percent) =
+            procstat::busy_percent(&first.1, &last.1, seconds, ticks_per_second)
+        {
             report.machine_busy_percent = Some(busy_percent);
             let ours: f64 = [&report.server, &report.standin, &report.simulator]
                 .into_iter()
