@@ -140,13 +140,20 @@ def format_ns(ns):
     return f"{ns / 1e6:.2f} ms"
 
 
-def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every, call_seconds=None):
+def pinned(cpus, command):
+    """`command` run on the CPUs `cpus` (a taskset list such as 0-1) when given."""
+    return ["taskset", "-c", cpus, *command] if cpus else list(command)
+
+
+def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every, call_seconds=None,
+              crmd_cpus=None, load_cpus=None):
     standin_port, crmd_port = free_port(), free_port()
     api_token = "perf-" + secrets.token_hex(16)
     standin_log = open(workdir / f"standin-{calls}.log", "w")
     crmd_log = open(workdir / f"crmd-{calls}.log", "w")
     standin = subprocess.Popen(
-        [RELEASE / "speech-standin", "--listen", f"127.0.0.1:{standin_port}", "--stats-every-s", "10"],
+        pinned(load_cpus, [RELEASE / "speech-standin", "--listen", f"127.0.0.1:{standin_port}",
+                           "--stats-every-s", "10"]),
         stdout=standin_log, stderr=subprocess.STDOUT,
     )
     env = dict(os.environ)
@@ -167,7 +174,7 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
     crmd = None
     try:
         wait_port(standin_port)
-        crmd = subprocess.Popen([RELEASE / "crmd"], env=env, stdout=crmd_log, stderr=subprocess.STDOUT,
+        crmd = subprocess.Popen(pinned(crmd_cpus, [RELEASE / "crmd"]), env=env, stdout=crmd_log, stderr=subprocess.STDOUT,
                                 cwd=workdir)
         wait_http(f"http://127.0.0.1:{crmd_port}/healthz")
         try:
@@ -190,7 +197,7 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
         if call_seconds:
             command += ["--call-seconds", str(call_seconds)]
         log("$ " + " ".join(str(c) for c in command))
-        result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
+        result = subprocess.run(pinned(load_cpus, command), cwd=ROOT, check=True, capture_output=True, text=True,
                                 env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CRMD_API_TOKEN": api_token})
         report = json.loads(result.stdout)
         report["crmd_readiness"] = readiness
@@ -523,6 +530,9 @@ def main():
     parser.add_argument("--note", default="", help="a sentence added under the load table's header")
     parser.add_argument("--barge-in-every", type=int, default=2,
                         help="every Nth caller turn barges in over the reply")
+    parser.add_argument("--crmd-cpus", help="run crmd on these CPUs only (taskset list, e.g. 0-1)")
+    parser.add_argument("--load-cpus", help="run callsim and the stand-in on these CPUs only (e.g. 2-3): "
+                        "crmd measured without the load generator on its cores")
     parser.add_argument("--skip-benches", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-build", action="store_true")
@@ -548,7 +558,8 @@ def main():
         try:
             for calls in [int(c) for c in args.calls.split(",") if c.strip()]:
                 report = load_step(calls, args.ramp, args.duration, not args.no_redial, workdir,
-                                   args.crmd_log, args.barge_in_every, args.call_seconds)
+                                   args.crmd_log, args.barge_in_every, args.call_seconds,
+                                   args.crmd_cpus, args.load_cpus)
                 report["crmd_log_level"] = args.crmd_log
                 (RESULTS / f"load-{calls}.json").write_text(json.dumps(report, indent=2))
                 reports.append(report)
