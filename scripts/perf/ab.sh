@@ -44,7 +44,7 @@ PORT=$CP DATABASE_URL="sqlite://$D/crmd.sqlite" GOOGLE_SPEECH_ENDPOINT="http://1
 CPID=$!
 trap 'kill $CPID $SPID 2>/dev/null || true' EXIT
 sleep 1.5
-TWILIO_AUTH_TOKEN=t $LOAD_PIN "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp 8 \
+TWILIO_AUTH_TOKEN=t $LOAD_PIN "$BIN/callsim" load --url "http://127.0.0.1:$CP" --calls "$N" --ramp "${AB_RAMP:-8}" \
   --duration "${AB_DURATION:-25}" --pid "$CPID" --standin-pid "$SPID" --barge-in-every 2 --redial ${AB_CALL_SECONDS:+--call-seconds "$AB_CALL_SECONDS"} --json > "$D/load.json"
 # Deferred encoding: crmd's CPU from the end of the load until no spool is left (at most 300 s).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$CPID/stat"; }

@@ -180,7 +180,13 @@ mod tests {
             )
         };
         let first = parse_machine_idle(&stat(800, 20)).unwrap();
-        assert_eq!(first, MachineIdle { idle_ticks: 820, cpus: 2 });
+        assert_eq!(
+            first,
+            MachineIdle {
+                idle_ticks: 820,
+                cpus: 2
+            }
+        );
         // 10 s on 2 CPUs at 100 ticks/s, 1,500 ticks idle: 5 s busy, 50 % of one core.
         let last = parse_machine_idle(&stat(2_200, 120)).unwrap();
         assert_eq!(busy_percent(&first, &last, 10.0, 100), Some(50.0));
