@@ -24,6 +24,12 @@ CRMD_PIN=${AB_CRMD_CPUS:+taskset -c $AB_CRMD_CPUS}
 LOAD_PIN=${AB_LOAD_CPUS:+taskset -c $AB_LOAD_CPUS}
 cd "$(dirname "$0")/../.."
 D=$PWD/target/perf/ab/$LABEL-$N; rm -rf "$D"; mkdir -p "$D"
+# Seconds a fixed single-threaded loop takes now (about 0.26 s on a quiet host): on a shared VM the
+# same work costs more CPU time while the host is busy, so compare runs with similar figures.
+SPEED=$(python3 -c 'import time
+t = time.perf_counter(); x = 0
+for i in range(3_000_000): x += i
+print("%.3f" % (time.perf_counter() - t))')
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 SP=$(free_port); CP=$(free_port); LP=$(free_port)
 if [ "${AB_RESPONDER:-scripted}" = llm ]; then
@@ -59,7 +65,7 @@ if [ -n "$RECORDINGS_DIR" ] && [ -d "$RECORDINGS_DIR" ] && [ "${RECORDING_FORMAT
 print('after the load: %.1f CPU-s encoding %.0f s of spooled call (%.4f %% of a core per call), %d spools left' % (t, s, 100*t/max(s,1), left))" \
     "$(find "$RECORDINGS_DIR" -name '*.wav' | wc -l)"
 fi
-python3 - "$D/load.json" "$LABEL" <<'PY'
+python3 - "$D/load.json" "$LABEL" "$SPEED" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = r["server"]
 print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call), RSS %.1f KiB/call"
@@ -73,5 +79,6 @@ print(sys.argv[2], r["calls_requested"], "calls: crmd CPU %.1f %% (%.4f %%/call)
       "| calls placed %d, refused busy %d, peak live %d" % (r["calls_placed"], r.get("calls_refused", 0), r["peak_live_calls"]),
       "| crmd backlog max: CRM writes %s, recordings to encode %s" % (
           r.get("server_backlog", {}).get("db_queue_depth_max"),
-          r.get("server_backlog", {}).get("recordings_pending_encode_max")))
+          r.get("server_backlog", {}).get("recordings_pending_encode_max")),
+      "| speed check before %s s" % sys.argv[3])
 PY

@@ -140,6 +140,17 @@ def format_ns(ns):
     return f"{ns / 1e6:.2f} ms"
 
 
+def speed_check():
+    """Seconds this machine takes for a fixed single-threaded loop right now. On a shared VM the
+    same work takes more CPU time when the host is busy; a step measured while this is high
+    costs more per call for no fault of crmd's."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    return round(time.perf_counter() - start, 3)
+
+
 def pinned(cpus, command):
     """`command` run on the CPUs `cpus` (a taskset list such as 0-1) when given."""
     return ["taskset", "-c", cpus, *command] if cpus else list(command)
@@ -147,6 +158,7 @@ def pinned(cpus, command):
 
 def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_every, call_seconds=None,
               crmd_cpus=None, load_cpus=None):
+    speed = speed_check()
     standin_port, crmd_port = free_port(), free_port()
     api_token = "perf-" + secrets.token_hex(16)
     standin_log = open(workdir / f"standin-{calls}.log", "w")
@@ -200,6 +212,7 @@ def load_step(calls, ramp, duration, redial, workdir, crmd_log_level, barge_in_e
         result = subprocess.run(pinned(load_cpus, command), cwd=ROOT, check=True, capture_output=True, text=True,
                                 env={**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "CRMD_API_TOKEN": api_token})
         report = json.loads(result.stdout)
+        report["speed_check_s"] = speed
         report["crmd_readiness"] = readiness
         report["crmd_version"] = version
         report["command"] = " ".join(str(c) for c in command[1:]).replace(str(crmd.pid), "$CRMD_PID").replace(
@@ -328,7 +341,7 @@ def render_load(reports, stopped_because, args):
                  "barge-in p95 ms | pacing p50 / p99 / max ms | late / dropped frames | agent jitter p99 ms | "
                  "crmd send lateness p50 / p99 ms | "
                  "crmd CPU | crmd RSS/call | stand-in CPU | simulator CPU | machine busy (other processes) | "
-                 "load avg before | targets missed |")
+                 "load avg / speed check before | targets missed |")
     lines.append("|---:|---:|---:|---:|---:|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         g, t, b, p, j = r["greeting"], r["turn_latency"], r["barge_in_latency"], r["pacing"], r["agent_frame_jitter"]
@@ -342,7 +355,7 @@ def render_load(reports, stopped_because, args):
             f"{ms(p['p50_ms'])} / {ms(p['p99_ms'])} / {ms(p['max_ms'])} | {r['frames_late']} / {r['frames_dropped']} | "
             f"{ms(j['p99_ms'])} | {ms(send.get('p50_ms'))} / {ms(send.get('p99_ms'))} | {usage_cell(crmd)} | {rss} | {usage_cell(r.get('standin'), False)} | "
             f"{usage_cell(r.get('simulator'), False)} | {busy_cell(r)} | "
-            f"{r.get('load_average_before', '-').split(' ')[0]} | "
+            f"{r.get('load_average_before', '-').split(' ')[0]} / {r.get('speed_check_s', '-')} s | "
             f"{'; '.join(r.get('targets_missed', [])) or 'none'} |")
     lines.append("")
     if stopped_because:
@@ -374,7 +387,9 @@ def render_load(reports, stopped_because, args):
                  "in % of one core (200 % = both cores; the wall time of every CPU less their idle time, as "
                  "`/proc/stat`'s busy fields miss work in bursts shorter than a tick), *other processes* = the "
                  "part not used by crmd, the "
-                 "stand-in or the simulator (other work sharing the machine). Full JSON reports: "
+                 "stand-in or the simulator (other work sharing the machine); *speed check* = seconds a fixed "
+                 "Python loop took just before the step (about 0.26 s on a quiet host; higher means the VM's "
+                 "host was busy and every process needs more CPU time for the same work). Full JSON reports: "
                  "`target/perf/load-N.json`.")
     return "\n".join(lines) + "\n"
 
