@@ -24,12 +24,9 @@ CRMD_PIN=${AB_CRMD_CPUS:+taskset -c $AB_CRMD_CPUS}
 LOAD_PIN=${AB_LOAD_CPUS:+taskset -c $AB_LOAD_CPUS}
 cd "$(dirname "$0")/../.."
 D=$PWD/target/perf/ab/$LABEL-$N; rm -rf "$D"; mkdir -p "$D"
-# Seconds a fixed single-threaded loop takes now (about 0.26 s on a quiet host): on a shared VM the
+# Seconds a fixed single-threaded loop takes now (scripts/perf/speed_check.py): on a shared VM the
 # same work costs more CPU time while the host is busy, so compare runs with similar figures.
-SPEED=$(python3 -c 'import time
-t = time.perf_counter(); x = 0
-for i in range(3_000_000): x += i
-print("%.3f" % (time.perf_counter() - t))')
+SPEED=$(python3 scripts/perf/speed_check.py)
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 SP=$(free_port); CP=$(free_port); LP=$(free_port)
 if [ "${AB_RESPONDER:-scripted}" = llm ]; then

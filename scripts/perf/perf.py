@@ -141,14 +141,10 @@ def format_ns(ns):
 
 
 def speed_check():
-    """Seconds this machine takes for a fixed single-threaded loop right now. On a shared VM the
-    same work takes more CPU time when the host is busy; a step measured while this is high
-    costs more per call for no fault of crmd's."""
-    start = time.perf_counter()
-    total = 0
-    for i in range(3_000_000):
-        total += i
-    return round(time.perf_counter() - start, 3)
+    """Seconds `speed_check.py` (a fixed single-threaded loop) takes now: see that file."""
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "perf" / "speed_check.py"],
+                            check=True, capture_output=True, text=True)
+    return float(result.stdout.strip())
 
 
 def pinned(cpus, command):
@@ -388,7 +384,7 @@ def render_load(reports, stopped_because, args):
                  "`/proc/stat`'s busy fields miss work in bursts shorter than a tick), *other processes* = the "
                  "part not used by crmd, the "
                  "stand-in or the simulator (other work sharing the machine); *speed check* = seconds a fixed "
-                 "Python loop took just before the step (about 0.26 s on a quiet host; higher means the VM's "
+                 "Python loop took just before the step (`scripts/perf/speed_check.py`: about 0.26 s on a quiet host; higher means the VM's "
                  "host was busy and every process needs more CPU time for the same work). Full JSON reports: "
                  "`target/perf/load-N.json`.")
     return "\n".join(lines) + "\n"
