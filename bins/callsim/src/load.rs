@@ -310,6 +310,16 @@ struct Samples {
     send_lateness: Vec<(Instant, PromHistogram)>,
 }
 
+/// The samples taken within `window` (both ends included), in order.
+fn taken_in<T>(
+    samples: &[(Instant, T)],
+    window: (Instant, Instant),
+) -> impl Iterator<Item = &(Instant, T)> {
+    samples
+        .iter()
+        .filter(move |(at, _)| *at >= window.0 && *at <= window.1)
+}
+
 fn usage(
     pid: u32,
     samples: &[ProcSample],
@@ -609,21 +619,15 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         window = (run_start, Instant::now());
     }
     report.steady_window_s = window.1.saturating_duration_since(window.0).as_secs_f64();
-    let lateness_in_window: Vec<&PromHistogram> = samples
-        .send_lateness
-        .iter()
-        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
-        .map(|(_, h)| h)
-        .collect();
-    if let (Some(first), Some(last)) = (lateness_in_window.first(), lateness_in_window.last()) {
+    let lateness_in_window: Vec<_> = taken_in(&samples.send_lateness, window).collect();
+    if let (Some((_, first)), Some((_, last))) =
+        (lateness_in_window.first(), lateness_in_window.last())
+    {
         report.server_send_lateness = last
             .since(first)
             .map(|w| ServerSendLateness::from_window(&w));
     }
-    let live_in_window = samples
-        .live
-        .iter()
-        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
+    let live_in_window = taken_in(&samples.live, window)
         .map(|(_, n)| *n)
         .min()
         .unwrap_or(report.calls_connected);
@@ -656,11 +660,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         calls,
         ticks_per_second,
     );
-    let machine: Vec<&(Instant, procstat::MachineIdle)> = samples
-        .machine
-        .iter()
-        .filter(|(at, _)| *at >= window.0 && *at <= window.1)
-        .collect();
+    let machine: Vec<_> = taken_in(&samples.machine, window).collect();
     if let (Some(first), Some(last)) = (machine.first(), machine.last()) {
         let seconds = last.0.saturating_duration_since(first.0).as_secs_f64();
         if let Some(busy_percent) =

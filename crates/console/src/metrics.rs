@@ -64,29 +64,50 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let separator = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BUCKETS_SECONDS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
+        let counts = self.buckets.iter().map(|b| b.load(Ordering::Relaxed));
+        let sum = self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        write_histogram(
+            out,
+            name,
+            labels,
+            LATENCY_BUCKETS_SECONDS.iter().copied(),
+            counts,
+            sum,
+        );
+    }
+}
+
+/// Writes a histogram's `_bucket` (cumulative, `+Inf` last), `_sum` and `_count` lines from
+/// non-cumulative `counts`: one per bound in `bounds_seconds`, then the `+Inf` bucket.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds_seconds: impl Iterator<Item = f64>,
+    mut counts: impl Iterator<Item = u64>,
+    sum_seconds: f64,
+) {
+    let separator = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, count) in bounds_seconds.zip(counts.by_ref()) {
+        cumulative += count;
         let _ = writeln!(
             out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {cumulative}"
+            "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
         );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let sum = self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
     }
+    cumulative += counts.next().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {cumulative}"
+    );
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
+    let _ = writeln!(out, "{name}_count{braces} {cumulative}");
 }
 
 /// A counter per label value, bounded to [`MAX_LABEL_VALUES`] distinct values.
@@ -438,16 +459,14 @@ fn render_media_lateness(out: &mut String, lateness: &MediaLatenessCounts) {
         out,
         "# HELP {NAME} How late agent audio left against its pacing deadline, per socket write the call had to wait for (the server's own share of outbound jitter).\n# TYPE {NAME} histogram"
     );
-    let mut cumulative = 0;
-    for (bound_us, count) in MEDIA_LATENESS_BUCKETS_US.iter().zip(lateness.buckets) {
-        cumulative += count;
-        let bound = *bound_us as f64 / 1e6;
-        let _ = writeln!(out, "{NAME}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += lateness.buckets[MEDIA_LATENESS_BUCKETS_US.len()];
-    let _ = writeln!(out, "{NAME}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(out, "{NAME}_sum {}", lateness.sum_us as f64 / 1e6);
-    let _ = writeln!(out, "{NAME}_count {cumulative}");
+    write_histogram(
+        out,
+        NAME,
+        "",
+        MEDIA_LATENESS_BUCKETS_US.iter().map(|us| *us as f64 / 1e6),
+        lateness.buckets.iter().copied(),
+        lateness.sum_us as f64 / 1e6,
+    );
 }
 
 #[cfg(test)]
